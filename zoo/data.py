@@ -1,0 +1,55 @@
+"""What a dataset plugin returns, and where data files live.
+
+A dataset factory returns a ``FlowDataset``: three splits whose items are float tensors of the
+per-sample ``shape`` (labels are not part of density estimation and are dropped). Discrete data
+(images) keep their integer values, ``0 .. 2**n_bits - 1``, as floats: the recipe's preamble
+(``dequantize``, ``normalize``, ``logit``) maps them to the real line, so every likelihood is on
+the data's own discrete scale.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+DATA_DIR_ENV = "ZOO_DATA_DIR"
+
+
+@dataclass
+class FlowDataset:
+    """Train / validation / test splits of one dataset."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    shape: tuple[int, ...]
+    n_bits: int | None = None  # bits per value of discrete data (8 for images); None: continuous
+    notice: str = ""  # one line for the user, e.g. "using the 5,000 embedded digits"
+    info: dict[str, Any] = field(default_factory=dict)  # extra, e.g. attribute names
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+
+def tensor_split(x: torch.Tensor) -> Dataset:
+    """A split made of one tensor of samples (first dimension = samples)."""
+    return TensorDataset(x.float())
+
+
+def data_dir(param: str | os.PathLike | None = None) -> Path:
+    """Where dataset files are read from: the recipe's ``data_dir``, else ``$ZOO_DATA_DIR``
+    (``zoo run --data-dir`` sets it), else ``./data``."""
+    if param:
+        return Path(param).expanduser()
+    return Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser()
+
+
+def first_tensor(item: Any) -> torch.Tensor:
+    """The sample of a dataset item (datasets may yield ``(x,)`` or ``(x, label)``)."""
+    return item[0] if isinstance(item, (tuple, list)) else item

@@ -1,0 +1,43 @@
+"""Every failure a user can cause is a ZooError: the CLI prints its message and exits 2.
+
+Messages name the file, the place in it and the fix. Programming errors (bugs in zoo or in a
+plugin) are *not* ZooErrors, so they keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class ZooError(Exception):
+    """Base of every error a user can cause (bad recipe, missing data, bad weights, ...)."""
+
+
+class PluginError(ZooError):
+    """A plugin is broken or two plugins claim the same component name."""
+
+
+class UnknownComponentError(ZooError):
+    """A recipe names a layer, dataset, loss or gradient mode that no plugin registers."""
+
+
+class RecipeError(ZooError):
+    """A recipe cannot be read, merged, overridden or validated."""
+
+
+class ShapeError(ZooError):
+    """A layer cannot take the shape it is given (e.g. `squeeze` on an odd size)."""
+
+
+class DataError(ZooError):
+    """A dataset's files are missing or malformed."""
+
+
+class WeightsError(ZooError):
+    """A run folder or Hub repo has missing, corrupt or mismatched weights."""
+
+
+class HubError(ZooError):
+    """The Hub (or a mirror) cannot be reached, or a repo, revision or name does not exist."""
+
+
+class TrainingError(ZooError):
+    """Training cannot go on (e.g. the loss became non-finite)."""

@@ -1,0 +1,150 @@
+"""The flow core: a model is a base distribution plus a sequence of layers applied x -> z.
+
+``log_prob(x) = base.log_prob(z) + sum of the layers' log|det J|``; ``sample`` runs the layers'
+inverses on base samples scaled by a temperature. Layers that factor out part of their input
+(Glow's ``split``) hand that part to the model, which concatenates every factored part with the
+final output into one flat latent, so ``model(x) -> (z, logdet)`` is an exact bijection and
+``model.inverse(z)`` its exact inverse.
+
+Bits per dimension (image data): ``bpd = -log p(x) / (D ln 2)`` where ``log p`` is the density of
+the data on its discrete scale (dequantized values in ``[0, 2**n_bits)`` per dimension; the
+preamble's rescaling log-determinants are part of ``log p``) and ``D`` the number of dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """Per-sample log-density of a standard normal, summed over all non-batch dims."""
+    return -0.5 * (z.pow(2) + LOG_2PI).flatten(1).sum(1)
+
+
+class StandardNormal(nn.Module):
+    """N(0, I) over the latent; `temperature` scales its standard deviation when sampling."""
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return standard_normal_log_prob(z)
+
+    def sample(self, shape: Sequence[int], temperature: float = 1.0, device=None, dtype=None):
+        return torch.randn(*shape, device=device, dtype=dtype) * temperature
+
+
+BASES: dict[str, Callable[[], nn.Module]] = {"standard_normal": StandardNormal}
+
+
+def factors_out(layer: nn.Module) -> bool:
+    """True for layers like Glow's `split` that hand part of their input to the base."""
+    return hasattr(layer, "factor") and hasattr(layer, "unfactor")
+
+
+class FlowModel(nn.Module):
+    """A normalizing flow: ``layers`` applied in order map data x to latent z.
+
+    Args:
+        layers: modules following the layer contract (see ``zoo.hookspecs.zoo_layers``).
+        shape: the per-sample data shape.
+        base: the base distribution of the latent (a module with ``log_prob`` and ``sample``).
+        n_bits: bits per value of discrete data (8 for images), or None for continuous data.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        shape: Sequence[int],
+        base: nn.Module | None = None,
+        n_bits: int | None = None,
+    ):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.shape = tuple(shape)
+        self.base = base if base is not None else StandardNormal()
+        self.n_bits = n_bits
+        self.shapes = [self.shape]  # the per-sample shape before each layer and after the last
+        for layer in self.layers:
+            self.shapes.append(tuple(getattr(layer, "out_shape", self.shapes[-1])))
+        self.out_shape = self.shapes[-1]
+        self._multiscale = any(factors_out(layer) for layer in self.layers)
+        self.dim = math.prod(self.shape)
+
+    # -- density direction ----------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map data to latent: ``(z, logdet)``, ``logdet`` the exact log|det dz/dx| per sample.
+
+        For multi-scale models ``z`` is flat, ``(batch, D)``: the factored-out parts in layer
+        order followed by the final output.
+        """
+        logdet = x.new_zeros(x.shape[0])
+        factored: list[torch.Tensor] = []
+        for layer in self.layers:
+            if factors_out(layer):
+                x, z_part, ld = layer.factor(x)
+                factored.append(z_part.flatten(1))
+            else:
+                x, ld = layer(x)
+            logdet = logdet + ld
+        if self._multiscale:
+            x = torch.cat([*factored, x.flatten(1)], dim=1)
+        return x, logdet
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample log-density of x (nats)."""
+        z, logdet = self(x)
+        return self.base.log_prob(z) + logdet
+
+    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample negative log-likelihood in bits per dimension."""
+        return -self.log_prob(x) / (self.dim * math.log(2))
+
+    # -- sampling direction ---------------------------------------------------------------------
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """Map latent to data; the exact inverse of ``forward``."""
+        parts = self._split_latent(z) if self._multiscale else None
+        x = parts.pop() if parts is not None else z
+        for layer in reversed(self.layers):
+            x = layer.unfactor(x, parts.pop()) if factors_out(layer) else layer.inverse(x)
+        return x
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """``n`` samples; ``temperature`` scales the base's standard deviation (Glow)."""
+        reference = next(self.parameters(), None)
+        device = reference.device if reference is not None else None
+        dtype = reference.dtype if reference is not None else None
+        latent = (n, self.latent_dim) if self._multiscale else (n, *self.out_shape)
+        z = self.base.sample(latent, temperature=temperature, device=device, dtype=dtype)
+        return self.inverse(z)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.dim
+
+    def _split_latent(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Cut a flat latent into the factored parts (each in its layer's shape) and the rest."""
+        parts, offset, n = [], 0, z.shape[0]
+        for layer in self.layers:
+            if factors_out(layer):
+                size = math.prod(layer.factored_shape)
+                parts.append(z[:, offset : offset + size].reshape(n, *layer.factored_shape))
+                offset += size
+        parts.append(z[:, offset:].reshape(n, *self.out_shape))
+        return parts
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation (e.g. actnorm): one forward pass in training mode."""
+        was_training = self.training
+        self.train()
+        self(x)
+        self.train(was_training)

@@ -1,0 +1,1 @@
+"""Kernels of the inverse convolution (Triton) and their PyTorch twins."""

@@ -1,0 +1,198 @@
+"""The contract every flow layer must honour, as checks a test suite can run.
+
+zoo's own suite runs them on every registered layer (parameterised over the registry, so a new
+layer is tested the moment it registers). A third-party plugin runs them on its layers::
+
+    from zoo.testing import check_layer
+    def test_my_layer():
+        check_layer(MyLayer, shape=(4, 6, 6), params={"hidden": 8})
+
+Checks, in float64 on small shapes:
+1. shapes: ``y`` is ``(batch, *out_shape)``, ``logdet`` is ``(batch,)``;
+2. ``inverse(forward(x)) == x`` (for factoring layers, ``unfactor(factor(x)) == x``);
+3. ``logdet`` equals ``slogdet`` of the brute-force Jacobian (``torch.autograd.functional.jacobian``);
+4. gradients of a likelihood-like loss are finite for every parameter and the input (float32);
+5. a safetensors round trip of the state dict gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from zoo.flow import factors_out, standard_normal_log_prob
+
+BATCH = 3
+INPUT_KINDS = ("normal", "unit_interval", "positive", "pixels")
+
+
+def example_input(
+    shape: Sequence[int], kind: str = "normal", batch: int = BATCH, dtype=torch.float64, seed: int = 0
+) -> torch.Tensor:
+    """A small random batch from the domain a layer expects."""
+    g = torch.Generator().manual_seed(seed)
+    size = (batch, *shape)
+    if kind == "normal":
+        return torch.randn(size, generator=g, dtype=dtype)
+    if kind == "unit_interval":
+        return 0.05 + 0.9 * torch.rand(size, generator=g, dtype=dtype)
+    if kind == "positive":
+        return torch.randn(size, generator=g, dtype=dtype).exp()
+    if kind == "pixels":
+        return torch.randint(0, 256, size, generator=g).to(dtype)
+    raise ValueError(f"unknown example input kind {kind!r}; use one of {INPUT_KINDS}")
+
+
+def layer_examples(factory: Any) -> list[dict[str, Any]]:
+    """The examples a layer factory declares (``factory.examples``), normalised."""
+    examples = getattr(factory, "examples", None) or []
+    out = []
+    for ex in examples:
+        out.append(
+            {
+                "shape": tuple(ex["shape"]),
+                "params": dict(ex.get("params", {})),
+                "input": ex.get("input", "normal"),
+                "atol": float(ex.get("atol", 1e-6)),
+            }
+        )
+    return out
+
+
+def build_layer(factory: Callable[..., torch.nn.Module], shape, params, input_kind="normal", seed=0):
+    """Build a layer in float64 and run one training-mode forward (data-dependent init)."""
+    torch.manual_seed(seed)
+    layer = factory(tuple(shape), **params).double()
+    layer.train()
+    with torch.no_grad():
+        _forward_parts(layer, example_input(shape, input_kind, batch=8, seed=seed + 1))
+    layer.eval()
+    return layer
+
+
+def check_layer(
+    factory: Callable[..., torch.nn.Module],
+    shape: Sequence[int],
+    params: Mapping[str, Any] | None = None,
+    input: str = "normal",
+    atol: float = 1e-6,
+) -> None:
+    """Run every contract check on ``factory(shape, **params)``; raise AssertionError if one fails."""
+    params = dict(params or {})
+    shape = tuple(shape)
+    layer = build_layer(factory, shape, params, input)
+    x = example_input(shape, input)
+    check_shapes(layer, x, shape)
+    check_inverse(layer, x, atol=atol)
+    check_logdet(layer, x, atol=atol)
+    check_gradients(factory, shape, params, input)
+    check_safetensors_round_trip(factory, layer, shape, params, input, atol=atol)
+
+
+# --- the individual checks ---------------------------------------------------------------------
+
+
+def _forward_parts(layer, x):
+    """(y, z_factored or None, logdet of the Jacobian of x -> (y, z))."""
+    if factors_out(layer):
+        return layer.factor(x)
+    y, logdet = layer(x)
+    return y, None, logdet
+
+
+def check_shapes(layer, x: torch.Tensor, shape: Sequence[int]) -> None:
+    out_shape = tuple(getattr(layer, "out_shape", shape))
+    with torch.no_grad():
+        y, logdet = layer(x)
+        assert tuple(y.shape) == (x.shape[0], *out_shape), (
+            f"{type(layer).__name__}: output shape {tuple(y.shape)} != (batch, *out_shape) "
+            f"= {(x.shape[0], *out_shape)}"
+        )
+        assert tuple(logdet.shape) == (x.shape[0],), (
+            f"{type(layer).__name__}: logdet shape {tuple(logdet.shape)} != (batch,)"
+        )
+        assert torch.isfinite(y).all() and torch.isfinite(logdet).all(), "non-finite output"
+        if factors_out(layer):
+            y2, z, ld = layer.factor(x)
+            assert tuple(z.shape) == (x.shape[0], *layer.factored_shape), "factored shape"
+            assert torch.allclose(y2, y), "factor() and forward() disagree on the output"
+            expected = ld + standard_normal_log_prob(z)
+            assert torch.allclose(logdet, expected, atol=1e-8), (
+                "forward()'s logdet must be factor()'s logdet plus the N(0, I) log-density of z"
+            )
+
+
+def check_inverse(layer, x: torch.Tensor, atol: float = 1e-6) -> None:
+    with torch.no_grad():
+        y, z, _ = _forward_parts(layer, x)
+        x_back = layer.unfactor(y, z) if z is not None else layer.inverse(y)
+    err = (x_back - x).abs().max().item()
+    assert torch.allclose(x_back, x, atol=atol, rtol=atol), (
+        f"{type(layer).__name__}: inverse(forward(x)) != x (max abs error {err:.3g})"
+    )
+
+
+def check_logdet(layer, x: torch.Tensor, atol: float = 1e-6) -> None:
+    """Compare the layer's logdet with slogdet of the brute-force Jacobian, sample by sample."""
+    with torch.no_grad():
+        _, _, logdet = _forward_parts(layer, x)
+    for i in range(x.shape[0]):
+        xi = x[i : i + 1]
+
+        def flat(inp, _layer=layer):
+            y, z, _ = _forward_parts(_layer, inp)
+            parts = [y.flatten(1)] + ([z.flatten(1)] if z is not None else [])
+            return torch.cat(parts, dim=1).reshape(-1)
+
+        jac = torch.autograd.functional.jacobian(flat, xi).reshape(xi.numel(), xi.numel())
+        sign, brute = torch.linalg.slogdet(jac)
+        assert sign.item() != 0, f"{type(layer).__name__}: singular Jacobian at sample {i}"
+        got = logdet[i].item()
+        assert math.isclose(got, brute.item(), rel_tol=atol, abs_tol=atol * max(1, xi.numel())), (
+            f"{type(layer).__name__}: logdet {got:.10g} != brute-force slogdet {brute.item():.10g} "
+            f"(sample {i})"
+        )
+
+
+def check_gradients(factory, shape, params, input_kind="normal") -> None:
+    """A likelihood-like loss has finite gradients for every parameter that gets one."""
+    torch.manual_seed(0)
+    layer = factory(tuple(shape), **params)
+    layer.train()
+    x = example_input(shape, input_kind, batch=4, dtype=torch.float32).requires_grad_(True)
+    y, logdet = layer(x)
+    loss = -(standard_normal_log_prob(y) + logdet).mean()
+    loss.backward()
+    assert torch.isfinite(loss), f"{type(layer).__name__}: non-finite loss"
+    if x.grad is not None:
+        assert torch.isfinite(x.grad).all(), f"{type(layer).__name__}: non-finite input gradient"
+    for name, p in layer.named_parameters():
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all(), f"{type(layer).__name__}: non-finite grad of {name}"
+
+
+def check_safetensors_round_trip(factory, layer, shape, params, input_kind="normal", atol=1e-6):
+    """Save the state dict as safetensors, load it into a fresh layer: same outputs."""
+    state = {k: v.detach().contiguous() for k, v in layer.state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "layer.safetensors")
+        save_file(state, path)
+        loaded = load_file(path)
+    torch.manual_seed(12345)  # a different init, so equal outputs prove the load worked
+    fresh = factory(tuple(shape), **params).double()
+    fresh.load_state_dict(loaded)
+    fresh.eval()
+    x = example_input(shape, input_kind, seed=7)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        y1, _ = layer(x)
+        torch.manual_seed(1)
+        y2, _ = fresh(x)
+    assert torch.allclose(y1, y2, atol=atol), (
+        f"{type(layer).__name__}: outputs differ after a safetensors round trip of the state dict"
+    )
