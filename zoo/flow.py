@@ -14,6 +14,7 @@ preamble's rescaling log-determinants are part of ``log p``) and ``D`` the numbe
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
@@ -38,6 +39,20 @@ class StandardNormal(nn.Module):
 
 
 BASES: dict[str, Callable[[], nn.Module]] = {"standard_normal": StandardNormal}
+
+
+@contextmanager
+def fast_inverses(model: nn.Module, enabled: bool = True):
+    """Within the block, layers with a learned approximate inverse (``fast_inverse``) use it."""
+    layers = [m for m in model.modules() if hasattr(m, "fast_inverse")]
+    saved = [m.fast_inverse for m in layers]
+    for m in layers:
+        m.fast_inverse = enabled
+    try:
+        yield
+    finally:
+        for m, value in zip(layers, saved):
+            m.fast_inverse = value
 
 
 def factors_out(layer: nn.Module) -> bool:
@@ -115,14 +130,19 @@ class FlowModel(nn.Module):
         return x
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` samples; ``temperature`` scales the base's standard deviation (Glow)."""
+    def sample(self, n: int, temperature: float = 1.0, exact_inverse: bool = False) -> torch.Tensor:
+        """``n`` samples; ``temperature`` scales the base's standard deviation (Glow).
+
+        Layers that learn an approximate inverse (self-normalizing layers, attribute
+        ``fast_inverse``) sample through it unless ``exact_inverse`` is set.
+        """
         reference = next(self.parameters(), None)
         device = reference.device if reference is not None else None
         dtype = reference.dtype if reference is not None else None
         latent = (n, self.latent_dim) if self._multiscale else (n, *self.out_shape)
         z = self.base.sample(latent, temperature=temperature, device=device, dtype=dtype)
-        return self.inverse(z)
+        with fast_inverses(self, enabled=not exact_inverse):
+            return self.inverse(z)
 
     @property
     def latent_dim(self) -> int:
