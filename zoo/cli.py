@@ -142,12 +142,12 @@ def cmd_sample(args) -> int:
     torch.manual_seed(args.seed)
     out = Path(args.out) if args.out else _default_output(args.source, f"sample_t{args.temperature:g}.png")
     if len(model.shape) == 3:
-        samples = model.sample(args.n, temperature=args.temperature)
+        samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
         save_png(image_grid(samples, model.n_bits), out)
     elif tuple(model.shape) == (2,):
         save_png(density_picture(model), out)
     else:
-        samples = model.sample(args.n, temperature=args.temperature)
+        samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
         out = out.with_suffix(".json")
         out.write_text(json.dumps(samples.tolist()))
     print(f"wrote {out}")
@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exact-inverse", action="store_true",
+                   help="invert self-normalizing layers exactly instead of through their learned inverse")
     p.add_argument("--out", help="output PNG")
     p.set_defaults(func=cmd_sample)
 
