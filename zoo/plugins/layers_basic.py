@@ -60,7 +60,7 @@ class Dequantize(nn.Module):
 
 
 class Normalize(nn.Module):
-    """Affine rescaling y = (x - shift) / scale, logdet = -D log(scale) (RealNVP preprocessing).
+    """Affine rescaling y = (x - shift) / scale, logdet = -D log(scale) (RealNVP, arXiv 1605.08803).
 
     With ``scale=256`` it maps dequantized 8-bit data to [0, 1) (https://arxiv.org/abs/1605.08803).
     """
@@ -139,7 +139,9 @@ class Logit(nn.Module):
 
 def _check_has_channels(name: str, shape: tuple[int, ...]) -> None:
     if len(shape) < 1:
-        raise ShapeError(f"{name} needs a per-sample shape with a feature/channel dimension; got {shape}")
+        raise ShapeError(
+            f"{name} needs a per-sample shape with a feature/channel dimension; got {shape}"
+        )
 
 
 class Reverse(nn.Module):
@@ -160,7 +162,7 @@ class Reverse(nn.Module):
 
 
 class Permute(nn.Module):
-    """A fixed random permutation of the features/channels (dim 1); logdet 0 (Glow, arXiv 1807.03039).
+    """Fixed random permutation of the features/channels (dim 1); logdet 0 (Glow, arXiv 1807.03039).
 
     The permutation is a buffer, so it is saved with the weights and moved with ``.to()``.
     ``seed=None`` draws it from torch's global generator (seeded by the run), so each copy inside

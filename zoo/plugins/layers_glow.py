@@ -217,7 +217,7 @@ class Conv1x1(nn.Module):
 
 
 class AffineCoupling(nn.Module):
-    """Affine coupling z2 = x2 exp(log s(x1)) + t(x1), x1 unchanged (RealNVP arXiv 1605.08803, Glow).
+    """Affine coupling z2 = x2 exp(log s(x1)) + t(x1) (RealNVP arXiv 1605.08803, Glow 1807.03039).
 
     The network of the first C // 2 channels outputs log-scale and shift for the other
     C - C // 2, interleaved (h[:, 0::2], h[:, 1::2]). ``scale_fn``: ``"tanh"`` gives
@@ -233,6 +233,14 @@ class AffineCoupling(nn.Module):
         {"shape": (2, 4, 4), "params": {"hidden": 4}},
         {"shape": (3, 2, 6), "params": {"hidden": 4, "scale_fn": "sigmoid"}},
     ]
+    params_schema = {
+        "type": "object",
+        "properties": {
+            "hidden": {"type": "integer", "minimum": 1, "default": 64},
+            "scale_fn": {"enum": ["tanh", "sigmoid"], "default": "tanh"},
+        },
+        "additionalProperties": False,
+    }
 
     def __init__(
         self, shape: Sequence[int], hidden: int = 64, scale_fn: Literal["tanh", "sigmoid"] = "tanh"
@@ -241,6 +249,8 @@ class AffineCoupling(nn.Module):
         self._build(tuple(shape), hidden, scale_fn, "affine_coupling")
 
     def _build(self, shape: tuple[int, ...], width: int, scale_fn: str, name: str) -> None:
+        if width < 1:
+            raise RecipeError(f"{name}: the network width must be >= 1, got {width!r}")
         if scale_fn not in ("tanh", "sigmoid"):
             raise RecipeError(f"{name}: scale_fn must be 'tanh' or 'sigmoid', got {scale_fn!r}")
         self.first_channels, second_channels = _channel_halves(name, shape)
@@ -280,6 +290,11 @@ class Coupling(AffineCoupling):
         {"shape": (2, 4, 4), "params": {"width": 4}},
         {"shape": (3, 2, 6), "params": {"width": 4}},
     ]
+    params_schema = {
+        "type": "object",
+        "properties": {"width": {"type": "integer", "minimum": 1, "default": 512}},
+        "additionalProperties": False,
+    }
 
     def __init__(self, shape: Sequence[int], width: int = 512):
         nn.Module.__init__(self)
@@ -339,7 +354,7 @@ class Split(nn.Module):
 
 
 class SplitPrior(nn.Module):
-    """SNF's split prior: a ``coupling``, then x2 factored out to N(0, I) (arXiv 2011.07248).
+    """SNF's split prior: a coupling, then x2 factored out to N(0, I) (arXiv 2011.07248).
 
     ``factor(x)`` runs the coupling (x1 unchanged, x2 -> x2 exp(log s(x1)) + t(x1)) and returns
     ``(x1, coupled x2, coupling logdet)``; ``forward`` adds ``log N(x2; 0, I)``. Unlike Glow's
@@ -351,6 +366,11 @@ class SplitPrior(nn.Module):
         {"shape": (2, 4, 4), "params": {"width": 4}},
         {"shape": (3, 2, 6), "params": {"width": 4}},
     ]
+    params_schema = {
+        "type": "object",
+        "properties": {"width": {"type": "integer", "minimum": 1, "default": 512}},
+        "additionalProperties": False,
+    }
 
     def __init__(self, shape: Sequence[int], width: int = 512):
         super().__init__()
