@@ -33,4 +33,5 @@ def test_layer_contract(component, example):
         example["params"],
         input=example["input"],
         atol=example["atol"],
+        perturb=example["perturb"],
     )

@@ -28,6 +28,9 @@ from safetensors.torch import load_file, save_file
 from zoo.flow import factors_out, standard_normal_log_prob
 
 BATCH = 3
+# Parameters get this much noise before the checks: many layers start as the identity
+# (zero-initialised couplings), where a wrong inverse or log-determinant would pass unseen.
+PERTURB = 0.05
 INPUT_KINDS = ("normal", "unit_interval", "positive", "pixels")
 
 
@@ -59,18 +62,24 @@ def layer_examples(factory: Any) -> list[dict[str, Any]]:
                 "params": dict(ex.get("params", {})),
                 "input": ex.get("input", "normal"),
                 "atol": float(ex.get("atol", 1e-6)),
+                "perturb": float(ex.get("perturb", PERTURB)),
             }
         )
     return out
 
 
-def build_layer(factory: Callable[..., torch.nn.Module], shape, params, input_kind="normal", seed=0):
-    """Build a layer in float64 and run one training-mode forward (data-dependent init)."""
+def build_layer(
+    factory: Callable[..., torch.nn.Module], shape, params, input_kind="normal", seed=0, perturb=PERTURB
+):
+    """Build a layer in float64, run one training-mode forward (data-dependent init), then add
+    ``perturb`` x N(0, 1) noise to every parameter so that no check passes by symmetry."""
     torch.manual_seed(seed)
     layer = factory(tuple(shape), **params).double()
     layer.train()
     with torch.no_grad():
         _forward_parts(layer, example_input(shape, input_kind, batch=8, seed=seed + 1))
+        for p in layer.parameters():
+            p.add_(perturb * torch.randn_like(p))
     layer.eval()
     return layer
 
@@ -81,11 +90,15 @@ def check_layer(
     params: Mapping[str, Any] | None = None,
     input: str = "normal",
     atol: float = 1e-6,
+    perturb: float = PERTURB,
 ) -> None:
-    """Run every contract check on ``factory(shape, **params)``; raise AssertionError if one fails."""
+    """Run every contract check on ``factory(shape, **params)``; raise AssertionError if one fails.
+
+    ``perturb`` is the scale of the noise added to the parameters first (0 checks the layer as
+    initialised)."""
     params = dict(params or {})
     shape = tuple(shape)
-    layer = build_layer(factory, shape, params, input)
+    layer = build_layer(factory, shape, params, input, perturb=perturb)
     x = example_input(shape, input)
     check_shapes(layer, x, shape)
     check_inverse(layer, x, atol=atol)
