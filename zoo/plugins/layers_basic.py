@@ -235,9 +235,30 @@ class Squeeze(nn.Module):
         return x.reshape(b, c, h, w)
 
 
+class Flatten(nn.Module):
+    """Flatten each sample to a vector, e.g. (1, 28, 28) -> (784,), for fully connected layers.
+
+    A reshape: ``logdet = 0``; the inverse restores the input shape.
+    """
+
+    examples = [{"shape": (1, 2, 3), "params": {}}, {"shape": (4,), "params": {}}]
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.in_shape = tuple(shape)
+        self.out_shape = (math.prod(self.in_shape),)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.reshape(x.shape[0], -1), _zero_logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y.reshape(y.shape[0], *self.in_shape)
+
+
 @hookimpl
 def zoo_layers():
     return {
+        "flatten": Flatten,
         "dequantize": Dequantize,
         "normalize": Normalize,
         "logit": Logit,
