@@ -1,3 +1,168 @@
-"""Built-in plugin: placeholder, filled in by its owner."""
+"""Built-in plugin: synthetic datasets (2-D toy densities and a Gaussian of any dimension).
 
-from zoo.hookspecs import hookimpl  # noqa: F401
+Every split is an independent draw: split k (train 0, val 1, test 2) uses a numpy
+``RandomState`` seeded by ``SeedSequence([seed, k])``, so the splits never share points, the same
+``seed`` always gives the same data, and different seeds give unrelated streams. The 2-D
+densities follow the definitions used by FFJORD (Grathwohl et al., arXiv 1810.01367) and BNAF
+(De Cao et al., arXiv 1904.04676); ``moons`` and ``circles`` are scikit-learn's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from zoo.data import FlowDataset, tensor_split
+from zoo.errors import RecipeError
+from zoo.hookspecs import hookimpl
+from zoo.registry import params_schema_of
+
+SPLITS = ("train", "val", "test")
+Sampler = Callable[[int, float, np.random.RandomState], np.ndarray]
+
+
+def split_rng(seed: int, split: int) -> np.random.RandomState:
+    """The random stream of one split: independent of the other splits and of other seeds."""
+    return np.random.RandomState(np.random.MT19937(np.random.SeedSequence([seed, split])))
+
+
+def draw_splits(name: str, sample: Sampler, sizes: tuple[int, int, int], noise: float, seed: int,
+                shape: tuple[int, ...] = (2,)) -> FlowDataset:
+    """A FlowDataset of three independent draws of ``sample(n, noise, rng)``."""
+    for split, n in zip(SPLITS, sizes):
+        if n < 1:
+            raise RecipeError(f"dataset {name!r}: n_{split} must be at least 1, got {n}")
+    if noise < 0:
+        raise RecipeError(f"dataset {name!r}: noise must be >= 0, got {noise}")
+    tensors = [torch.as_tensor(sample(n, noise, split_rng(seed, k)), dtype=torch.float32)
+               for k, n in enumerate(sizes)]
+    return FlowDataset(*(tensor_split(t) for t in tensors), shape=shape, n_bits=None,
+                       info={"seed": seed, "sizes": dict(zip(SPLITS, sizes))})
+
+
+def _moons(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
+    from sklearn.datasets import make_moons
+
+    return make_moons(n, noise=noise, random_state=rng)[0]
+
+
+def _circles(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
+    from sklearn.datasets import make_circles
+
+    return make_circles(n, noise=noise, factor=0.5, random_state=rng)[0]
+
+
+def _eight_gaussians(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
+    angles = np.arange(8) * (math.pi / 4)
+    centres = 4.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    points = centres[rng.randint(0, 8, size=n)] + noise * rng.randn(n, 2)
+    return points / math.sqrt(2)
+
+
+def _checkerboard(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
+    x1 = rng.rand(n) * 4 - 2
+    # x2 uniform on [0, 1) or [-2, -1), shifted up by one on odd columns: the dark squares
+    x2 = rng.rand(n) - 2 * rng.randint(0, 2, size=n) + np.floor(x1) % 2
+    return 2 * np.stack([x1, x2], axis=1) + noise * rng.randn(n, 2)
+
+
+def _two_spirals(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
+    half = n // 2
+    arm = np.concatenate([np.ones(half), -np.ones(n - half)])[:, None]  # +1: first arm, -1: second
+    turn = np.sqrt(rng.rand(n, 1)) * 3 * math.pi  # 540 degrees, denser near the centre
+    points = np.hstack([-np.cos(turn) * turn, np.sin(turn) * turn]) + rng.rand(n, 2) * 0.5
+    return arm * points / 3 + noise * rng.randn(n, 2)
+
+
+def moons(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.05,
+          seed: int = 0) -> FlowDataset:
+    """Two interleaving half circles (scikit-learn make_moons), 2-D; SNF's toy density.
+
+    SNF's ``toydensity`` experiment trains on ``make_moons(5000, noise=0.05)``, the defaults here.
+    Points lie in about [-1, 2] x [-0.5, 1] plus Gaussian noise of std ``noise``. Splits: three
+    independent draws of ``n_train``, ``n_val`` and ``n_test`` points (see the module docstring).
+    """
+    return draw_splits("moons", _moons, (n_train, n_val, n_test), noise, seed)
+
+
+def circles(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.05,
+            seed: int = 0) -> FlowDataset:
+    """Two concentric circles of radius 1 and 0.5 (scikit-learn make_circles), 2-D.
+
+    Gaussian noise of std ``noise``. Splits: three independent draws of ``n_train``, ``n_val``
+    and ``n_test`` points.
+    """
+    return draw_splits("circles", _circles, (n_train, n_val, n_test), noise, seed)
+
+
+def eight_gaussians(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.5,
+                    seed: int = 0) -> FlowDataset:
+    """A mixture of 8 equal Gaussians on a circle of radius 2*sqrt(2) (FFJORD, BNAF), 2-D.
+
+    ``x = (4 (cos a_k, sin a_k) + noise * e) / sqrt(2)``, ``a_k = k pi/4``, k uniform in 0..7,
+    e ~ N(0, I): each component has std ``noise / sqrt(2)`` (0.354 by default). Splits: three
+    independent draws of ``n_train``, ``n_val`` and ``n_test`` points.
+    """
+    return draw_splits("eight_gaussians", _eight_gaussians, (n_train, n_val, n_test), noise, seed)
+
+
+def checkerboard(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.0,
+                 seed: int = 0) -> FlowDataset:
+    """Uniform on the 8 dark squares of a 4x4 checkerboard covering [-4, 4]^2 (FFJORD, BNAF), 2-D.
+
+    Each square is 2x2; ``noise`` > 0 adds Gaussian noise of that std (0: the exact FFJORD
+    density). Splits: three independent draws of ``n_train``, ``n_val`` and ``n_test`` points.
+    """
+    return draw_splits("checkerboard", _checkerboard, (n_train, n_val, n_test), noise, seed)
+
+
+def two_spirals(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.1,
+                seed: int = 0) -> FlowDataset:
+    """Two interleaved spiral arms of 1.5 turns, point-symmetric about 0 (FFJORD, BNAF), 2-D.
+
+    Arm 1: ``(-t cos t, t sin t) + U[0, 0.5)^2``, with ``t = sqrt(u) 3 pi``, u ~ U[0, 1); arm 2
+    its negation; both divided by 3, plus Gaussian noise of std ``noise``: points lie in about
+    [-3.5, 3.5]^2. Half the points are on each arm. Splits: three independent draws of
+    ``n_train``, ``n_val`` and ``n_test`` points.
+    """
+    return draw_splits("two_spirals", _two_spirals, (n_train, n_val, n_test), noise, seed)
+
+
+def gaussian(dim: int = 1024, n_train: int = 50000, n_val: int = 1000, n_test: int = 1000,
+             seed: int = 0) -> FlowDataset:
+    """Standard normal data N(0, I) of any dimension; SNF's time-scaling experiment.
+
+    SNF (arXiv 2011.07248, Figure 3) times one layer on D-dimensional N(0, I) data, D = 32..4064,
+    50,000 training points. Items have shape ``(dim,)``. Splits: three independent draws of
+    ``n_train``, ``n_val`` and ``n_test`` points.
+    """
+    if dim < 1:
+        raise RecipeError(f"dataset 'gaussian': dim must be at least 1, got {dim}")
+    return draw_splits("gaussian", lambda n, _, rng: rng.randn(n, dim), (n_train, n_val, n_test),
+                       0.0, seed, shape=(dim,))
+
+
+def _with_limits(factory, **limits):
+    """Attach a params schema derived from the signature, with bounds, and a cheap data_shape."""
+    schema = params_schema_of(factory, "datasets")
+    for name, bounds in limits.items():
+        schema["properties"][name].update(bounds)
+    factory.params_schema = schema
+    return factory
+
+
+SIZE_LIMITS = {f"n_{split}": {"minimum": 1} for split in SPLITS}
+TOY_2D = (moons, circles, eight_gaussians, checkerboard, two_spirals)
+for _factory in TOY_2D:
+    _with_limits(_factory, noise={"minimum": 0}, **SIZE_LIMITS)
+    _factory.data_shape = lambda **params: ((2,), None)
+_with_limits(gaussian, dim={"minimum": 1}, **SIZE_LIMITS)
+gaussian.data_shape = lambda dim=1024, **params: ((dim,), None)
+
+
+@hookimpl
+def zoo_datasets():
+    return {factory.__name__: factory for factory in (*TOY_2D, gaussian)}
