@@ -1,3 +1,100 @@
-"""Built-in plugin: placeholder, filled in by its owner."""
+"""Built-in plugin: the catalogue of named pretrained models, read from the shipped recipes.
 
-from zoo.hookspecs import hookimpl  # noqa: F401
+Every recipe in the repository's ``recipes/`` folder with a ``hub:`` block names a model::
+
+    hub: {name: glow-celeba-3x32, repo_id: zoo-flows/glow-celeba-3x32,
+          revision: <commit sha>, sha256: <sha256 of model.safetensors>, published: true}
+
+The name is the block's ``name`` (else the recipe's ``name``). The entry is ``{repo_id, revision,
+sha256, recipe, summary, published}``: ``recipe`` is the recipe's path relative to the repository
+root, ``summary`` its ``description``, and ``published`` defaults to whether a revision is pinned.
+``zoo pull NAME`` downloads exactly that commit and checks that sha256.
+
+Where the recipes are: ``ZOO_RECIPES_DIR`` if set, else ``recipes/`` next to the ``zoo`` package
+(a source checkout or an editable install, which is how zoo is installed today). A wheel without
+``recipes/`` gets an empty catalogue: ``ORG/NAME`` repo ids still work.
+
+Recipes are read with ``yaml.safe_load`` only, without ``extends:`` or validation, so building the
+registry stays cheap and never recurses into it. A recipe whose ``hub:`` block is malformed still
+gives an entry, marked with ``error``, so ``zoo pull NAME`` says what to fix instead of "unknown".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.hookspecs import hookimpl
+
+RECIPES_ENV = "ZOO_RECIPES_DIR"
+
+
+def recipes_dir() -> Path:
+    if os.environ.get(RECIPES_ENV):
+        return Path(os.environ[RECIPES_ENV])
+    import zoo
+
+    return Path(zoo.__file__).resolve().parent.parent / "recipes"
+
+
+def _display_path(path: Path, root: Path) -> str:
+    try:
+        return str(Path(root.name) / path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def entry_of(path: Path, data: Any, root: Path) -> tuple[str, dict[str, Any]] | None:
+    """``(name, entry)`` for a recipe with a ``hub:`` block, or None for one without."""
+    if not isinstance(data, dict) or "hub" not in data:
+        return None
+    where = _display_path(path, root)
+    hub = data["hub"]
+    fallback = str(data.get("name") or path.stem)
+    if not isinstance(hub, dict):
+        return fallback, {"recipe": where, "published": False, "error": f"{where}: `hub:` must be a mapping"}
+    name = str(hub.get("name") or fallback)
+    entry = {
+        "repo_id": hub.get("repo_id"),
+        "revision": hub.get("revision"),
+        "sha256": hub.get("sha256"),
+        "recipe": where,
+        "summary": str(data.get("description") or ""),
+        "published": bool(hub.get("published", bool(hub.get("revision")))),
+    }
+    if not isinstance(entry["repo_id"], str) or "/" not in entry["repo_id"]:
+        entry["error"] = f"{where}: `hub.repo_id` must be ORG/NAME, not {entry['repo_id']!r}"
+    elif entry["published"] and not entry["revision"]:
+        entry["error"] = f"{where}: `hub.published` is true but no `hub.revision` (commit sha) is pinned"
+    return name, entry
+
+
+def catalogue(root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """The named models of the recipes under ``root`` (default: ``recipes_dir()``)."""
+    root = Path(root) if root is not None else recipes_dir()
+    found: dict[str, dict[str, Any]] = {}
+    if not root.is_dir():
+        return found
+    for path in sorted(root.rglob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # a broken recipe is reported by `zoo validate`, not by the catalogue
+        named = entry_of(path, data, root)
+        if named is None:
+            continue
+        name, entry = named
+        if name in found:
+            entry = {**entry, "published": False, "error": (
+                f"{entry['recipe']} and {found[name]['recipe']} both name the model {name!r}; rename one `hub.name`"
+            )}
+        found[name] = entry
+    return found
+
+
+@hookimpl
+def zoo_pretrained():
+    return catalogue()
