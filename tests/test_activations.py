@@ -27,7 +27,8 @@ def extreme_inputs(dtype=F64) -> torch.Tensor:
     """0, +-1e-3 ... +-1e3 on a log grid, and some normal draws: a (batch, 2, 3) tensor."""
     grid = torch.logspace(-3, 3, 61, dtype=dtype)
     g = torch.Generator().manual_seed(0)
-    values = torch.cat([grid, -grid, torch.zeros(1, dtype=dtype), torch.randn(55, generator=g, dtype=dtype)])
+    draws = torch.randn(55, generator=g, dtype=dtype)
+    values = torch.cat([grid, -grid, torch.zeros(1, dtype=dtype), draws])
     return values[: 6 * (values.numel() // 6)].reshape(-1, 2, 3)
 
 

@@ -268,10 +268,11 @@ class SELU(nn.Module):
     """SELU y = lambda x (x > 0), lambda a (e^x - 1) (x <= 0) (Klambauer et al., arXiv 1706.02515).
 
     ``logdet = sum log lambda`` over x > 0 plus ``sum (log(lambda a) + x)`` over x <= 0. Its
-    range is (-lambda a, inf) = (-1.7581, inf), so the inverse is defined only there:
-    ``x = y / lambda`` (y > 0), ``log1p(y / (lambda a))`` (y <= 0); below it the inverse raises,
-    and at exactly -lambda a (what x < -37 rounds to in float64) it returns -inf. Put it where the layers after
-    it cannot produce values <= -1.7581 on the way back (not last before a Gaussian base).
+    range is (-lambda a, inf) = (-1.7581, inf), so the inverse, ``x = y / lambda`` (y > 0) and
+    ``log1p(y / (lambda a))`` (y <= 0), is defined only there: below it the inverse raises, and
+    at exactly -lambda a (what x < -37 rounds to in float64) it returns -inf. Put selu where the
+    layers after it cannot produce values <= -1.7581 on the way back (not last before a Gaussian
+    base).
     """
 
     examples = [
@@ -292,7 +293,9 @@ class SELU(nn.Module):
         negative_branch = self.scale * self.alpha * torch.expm1(x.clamp(max=0))
         y = torch.where(positive, self.scale * x, negative_branch)
         log_slope = torch.where(
-            positive, torch.full_like(x, math.log(self.scale)), math.log(self.scale * self.alpha) + x
+            positive,
+            torch.full_like(x, math.log(self.scale)),
+            math.log(self.scale * self.alpha) + x,
         )
         return y, _sum_per_sample(log_slope)
 
@@ -332,7 +335,7 @@ class Identity(nn.Module):
 
 
 class SplineActivation(nn.Module):
-    """Element-wise monotonic rational-quadratic spline, identity outside [-B, B] (arXiv 1906.04032).
+    """Element-wise monotonic rational-quadratic spline, identity outside [-B, B] (NSF, 1906.04032).
 
     ``n_bins`` bins on [-tail_bound, tail_bound] with learned widths, heights and inner knot
     derivatives (the formulas are in ``zoo.plugins._spline``); ``logdet = sum log dy/dx``.
@@ -384,11 +387,12 @@ class SplineActivation(nn.Module):
         self.tail_bound = float(tail_bound)
         self.per_element = bool(per_element)
         param_shape = self.out_shape if self.per_element else ()
-        self.unnormalized_widths = nn.Parameter(self.init_scale * torch.randn(*param_shape, n_bins))
-        self.unnormalized_heights = nn.Parameter(self.init_scale * torch.randn(*param_shape, n_bins))
-        self.unnormalized_derivatives = nn.Parameter(
-            self.init_scale * torch.randn(*param_shape, n_bins - 1)
-        )
+        def small_random(*size: int) -> nn.Parameter:
+            return nn.Parameter(self.init_scale * torch.randn(*size))
+
+        self.unnormalized_widths = small_random(*param_shape, n_bins)
+        self.unnormalized_heights = small_random(*param_shape, n_bins)
+        self.unnormalized_derivatives = small_random(*param_shape, n_bins - 1)
 
     def spline_knots(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Knot positions, values and derivatives, each ``(*shape, n_bins + 1)`` (or shared)."""

@@ -68,7 +68,8 @@ class ChannelMixing(nn.Module):
         self.kind = kind
         self.positions = positions
         if kind == "plain":
-            self.weight = nn.Parameter(torch.linalg.qr(torch.randn(channels, channels))[0])
+            orthogonal = torch.linalg.qr(torch.randn(channels, channels))[0]
+            self.weight = nn.Parameter(orthogonal.contiguous())  # QR returns a column-major view
         else:
             self.reflection_vectors = nn.Parameter(torch.randn(reflections, channels))
 
@@ -98,7 +99,7 @@ class ChannelMixing(nn.Module):
 
 
 class ConvExp(nn.Module):
-    """Convolution exponential z = exp(M) W (x + b_pre) + b_post (Hoogeboom et al., arXiv 2006.01910).
+    """Convolution exponential z = exp(M) W (x + b_pre) + b_post (Hoogeboom et al., 2006.01910).
 
     M is a spectrally normalised 3x3 convolution (padding 1) with kernel K: M uses
     K / max(1, sigma / coeff), sigma the power-iteration estimate of the operator norm of the
