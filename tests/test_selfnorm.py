@@ -312,3 +312,24 @@ def test_shape_and_param_errors_say_the_fix():
     with pytest.raises(ShapeError, match="dense"):
         ExactConv((64, 32, 32), kernel_size=3)
     ExactConv((64, 32, 32), kernel_size=1)  # 1x1 kernels need no dense matrix
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_reconstruction_gives_the_same_values_and_gradients(bias):
+    """The FC forward can compute ||x - R W x||^2 itself; loss and gradients are unchanged."""
+    x = torch.randn(6, 4, dtype=DTYPE)
+    results = []
+    for fuse in (False, True):
+        layer = fc_layer(seed=7, bias=bias)
+        layer.self_normalized, layer.fuse_reconstruction = True, fuse
+        xr = x.clone().requires_grad_(True)
+        y, logdet = layer(xr)
+        recon = layer.reconstruction_loss()
+        loss = -(standard_normal_log_prob(y) + logdet).mean() + 0.7 * recon.mean()
+        loss.backward()
+        results.append((recon.detach(), xr.grad, {n: p.grad for n, p in layer.named_parameters()}))
+    (recon0, gx0, g0), (recon1, gx1, g1) = results
+    torch.testing.assert_close(recon1, recon0)
+    torch.testing.assert_close(gx1, gx0)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name])

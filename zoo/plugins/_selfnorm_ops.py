@@ -60,34 +60,58 @@ def tap_counts(
     return counts
 
 
-def logdet_weight(grad_logdet: torch.Tensor | None) -> float | torch.Tensor:
-    """s = sum over the batch of dL/d(logdet_b): the weight of log|det W| in the loss."""
-    return 0.0 if grad_logdet is None else grad_logdet.sum()
+def logdet_weight(grad_logdet: torch.Tensor | None) -> float:
+    """s = sum over the batch of dL/d(logdet_b): the weight of log|det W| in the loss (-1 for the
+    batch-mean NLL). A Python number, so it scales tensors without extra (D, D) passes (one device
+    sync per layer and step on GPU)."""
+    return 0.0 if grad_logdet is None else float(grad_logdet.sum())
 
 
 class SelfNormLinear(torch.autograd.Function):
-    """``(z, logdet) = (x Wᵀ + b, 0)`` with the self-normalized gradient for W and R (module doc)."""
+    """``(z, logdet, recon) = (x Wᵀ + b, 0, ||x - R W x||^2)`` with the self-normalized gradient.
+
+    ``recon`` (per sample) is computed only with ``with_recon`` (else an empty tensor): fusing the
+    layer-wise reconstruction loss into this function reuses ``W x`` and merges its gradients into
+    the same two weight products, 6 matrix products per step instead of 9. With ``r2 = 2 w (x̂ - x)``
+    (``w`` the loss weight of each sample's recon, ``x̂ = R W x``)::
+
+        dW = (g/2 + r2 R)ᵀ x + s/2 Rᵀ        dR = (r2 - gx/2)ᵀ (W x) - s/2 Wᵀ
+
+    The scalars ride on the small (batch, D) factors or on in-place updates, so no extra
+    full-size (D, D) temporaries are made; dR is built as dRᵀ and returned transposed, which
+    matches the column-major layout the layer keeps R in (no transposed (D, D) pass at all).
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, inverse_weight):
-        z = F.linear(x, weight, bias)
-        ctx.save_for_backward(x, weight, bias, inverse_weight, z)
-        return z, x.new_zeros(x.shape[0])
+    def forward(ctx, x, weight, bias, inverse_weight, with_recon: bool):
+        wx = x @ weight.t()
+        z = wx + bias if bias is not None else wx
+        residual = recon = None
+        if with_recon:
+            residual = wx @ inverse_weight.t() - x  # x̂ - x
+            recon = residual.pow(2).sum(1)
+        ctx.with_recon = with_recon
+        ctx.save_for_backward(x, weight, bias, inverse_weight, wx, residual)
+        return z, x.new_zeros(x.shape[0]), recon if with_recon else x.new_zeros(0)
 
     @staticmethod
-    def backward(ctx, grad_z, grad_logdet):
-        x, weight, bias, inverse_weight, z = ctx.saved_tensors
-        s = logdet_weight(grad_logdet)
-        grad_x = grad_z @ weight  # exact: Wᵀ g per sample
+    def backward(ctx, grad_z, grad_logdet, grad_recon):
+        x, weight, bias, inverse_weight, wx, residual = ctx.saved_tensors
+        half_s = 0.5 * logdet_weight(grad_logdet)
+        need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+        # exact input gradient Wᵀ g (the reconstruction loss sees a detached input)
+        grad_x = grad_z @ weight
+        r2 = 2 * grad_recon.unsqueeze(1) * residual if ctx.with_recon else None
         grad_w = grad_r = grad_b = None
-        if ctx.needs_input_grad[1]:
-            grad_w = 0.5 * (grad_z.t() @ x + s * inverse_weight.t())
-        if ctx.needs_input_grad[3]:
-            z_nobias = z - bias if bias is not None else z
-            grad_r = 0.5 * (-(grad_x.t() @ z_nobias) - s * weight.t())
-        if bias is not None and ctx.needs_input_grad[2]:
+        if need_w:
+            left = 0.5 * grad_z if r2 is None else torch.addmm(grad_z, r2, inverse_weight, beta=0.5)
+            grad_w = (left.t() @ x).add_(inverse_weight.t(), alpha=half_s)
+        if need_r:  # computed as dRᵀ, so that W is added without a transposed pass
+            left = -0.5 * grad_x if r2 is None else r2.sub(grad_x, alpha=0.5)
+            grad_r = (wx.t() @ left).sub_(weight, alpha=half_s).t()
+        if bias is not None and need_b:
             grad_b = grad_z.sum(0)
-        return grad_x if ctx.needs_input_grad[0] else None, grad_w, grad_b, grad_r
+        return grad_x if need_x else None, grad_w, grad_b, grad_r, None
 
 
 class SelfNormConv2d(torch.autograd.Function):

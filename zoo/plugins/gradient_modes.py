@@ -51,11 +51,17 @@ def selfnorm_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if callable(getattr(m, "reconstruction_loss", None))]
 
 
-def set_self_normalized(model: nn.Module, enabled: bool) -> int:
-    """Switch every self-normalizing layer's training gradient; returns how many were switched."""
+def set_self_normalized(model: nn.Module, enabled: bool, fuse_reconstruction: bool = False) -> int:
+    """Switch every self-normalizing layer's training gradient; returns how many were switched.
+
+    ``fuse_reconstruction``: layers that can (attribute ``fuse_reconstruction``) compute their
+    non-symmetric reconstruction loss within the self-normalized forward, sharing its products.
+    """
     layers = [m for m in selfnorm_layers(model) if hasattr(m, "self_normalized")]
     for layer in layers:
         layer.self_normalized = enabled
+        if hasattr(layer, "fuse_reconstruction"):
+            layer.fuse_reconstruction = enabled and fuse_reconstruction
     return len(layers)
 
 
@@ -102,9 +108,10 @@ class ReconstructionAugmented(ExactGradient):
         self.self_normalized = base == "self_normalized"
         self.recon_loss_weight = float(recon_loss_weight)
         self.symmetric = bool(symmetric)
+        self.fuse = self.recon_loss_weight > 0 and not self.symmetric
 
     def prepare(self, model: nn.Module) -> None:
-        if set_self_normalized(model, self.self_normalized) == 0:
+        if set_self_normalized(model, self.self_normalized, self.fuse) == 0:
             warnings.warn(
                 "gradient mode with a reconstruction loss on a model without self-normalizing "
                 "layers (selfnorm_fc, selfnorm_conv): it trains exactly like `exact`.",
@@ -112,7 +119,7 @@ class ReconstructionAugmented(ExactGradient):
             )
 
     def loss(self, model: nn.Module, x: torch.Tensor, loss_fn: LossFn) -> tuple[torch.Tensor, dict]:
-        set_self_normalized(model, self.self_normalized)
+        set_self_normalized(model, self.self_normalized, self.fuse)
         nll = loss_fn(model, x).mean()
         # in self-normalized training the SN layers' log-determinants are left out of this NLL
         logs = {"nll_sn" if self.self_normalized else "nll": nll.item()}

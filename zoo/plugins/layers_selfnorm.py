@@ -194,17 +194,30 @@ class SelfNormFC(ExactFC):
 
     def __init__(self, shape: Sequence[int], bias: bool = True):
         super().__init__(shape, bias=bias)
-        self.inverse_weight = nn.Parameter(self.weight.detach().t().clone())
+        # R is stored column-major (R.t() contiguous): the self-normalized gradients add R^T to
+        # dW and W^T to dR^T, and a transposed (D, D) pass costs as much as a matrix product.
+        # Any layout is correct (load_state_dict, .to() keep this one); this one is fast.
+        self.inverse_weight = nn.Parameter(self.weight.detach().clone().t())
         self.self_normalized = False
         self.fast_inverse = False
+        # set by the gradient mode when reconstruction_loss(symmetric=False) will follow each
+        # self-normalized forward: the forward then computes it too, sharing W x (fewer products)
+        self.fuse_reconstruction = False
         self._saved_input: torch.Tensor | None = None
+        self._fused_recon: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._fused_recon = None
         if not self.training:
             return self.exact_forward(x)
         self._saved_input = x.detach()  # for reconstruction_loss; a reference, not a copy
         if self.self_normalized:
-            return SelfNormLinear.apply(x, self.weight, self.bias, self.inverse_weight)
+            fuse = self.fuse_reconstruction and torch.is_grad_enabled()
+            z, logdet, recon = SelfNormLinear.apply(
+                x, self.weight, self.bias, self.inverse_weight, fuse
+            )
+            self._fused_recon = recon if fuse else None
+            return z, logdet
         return self.exact_forward(x)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
@@ -215,6 +228,8 @@ class SelfNormFC(ExactFC):
     def reconstruction_loss(self, symmetric: bool = False) -> torch.Tensor:
         """Per-sample ``||x - R W x||^2`` on the last training input (symmetric: the mean of that
         and ``||z - W R z||^2`` with z = W x detached); shape (batch,)."""
+        if not symmetric and self._fused_recon is not None:
+            return self._fused_recon  # computed by the forward, same value and gradients
         x = _saved(self)
         z = F.linear(x, self.weight)
         loss = (x - F.linear(z, self.inverse_weight)).pow(2).sum(1)
@@ -332,7 +347,7 @@ class SelfNormConv(ExactConv):
         self, shape: Sequence[int], kernel_size: int = 3, padding: int | None = None, bias: bool = True
     ):
         super().__init__(shape, kernel_size=kernel_size, padding=padding, bias=bias)
-        self.inverse_weight = nn.Parameter(flip_kernel(self.weight.detach()).clone())
+        self.inverse_weight = nn.Parameter(flip_kernel(self.weight.detach()).contiguous())
         self.self_normalized = False
         self.fast_inverse = False
         self._saved_input: torch.Tensor | None = None
