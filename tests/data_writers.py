@@ -1,0 +1,183 @@
+"""Writers of tiny dataset files in each real on-disk format, for the dataset tests.
+
+Each writer builds the file byte by byte from the format's specification (not with the reader
+under test), so a reader that misreads the format fails the tests. Pixel values are chosen so
+every image is recognisable: image i of a file has ``pixels_of(i, offset)`` values.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def pixels(count: int, shape: Sequence[int], offset: int = 0) -> np.ndarray:
+    """``count`` uint8 images of ``shape``: image i is filled with ``(offset + i) % 256`` except
+    its first value, which is ``(7 * (offset + i)) % 256`` (so a channel/row mix-up shows)."""
+    images = np.empty((count, *shape), dtype=np.uint8)
+    for i in range(count):
+        images[i] = (offset + i) % 256
+        images[i].flat[0] = (7 * (offset + i)) % 256
+    return images
+
+
+# --- MNIST (IDX) -------------------------------------------------------------------------------
+
+
+def idx_bytes(images: np.ndarray) -> bytes:
+    """IDX3 unsigned-byte file: magic 00 00 08 03, three big-endian uint32 sizes, the values."""
+    n, h, w = images.shape
+    return bytes([0, 0, 0x08, 3]) + struct.pack(">III", n, h, w) + images.astype(np.uint8).tobytes()
+
+
+def write_mnist(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = True) -> Path:
+    """train-images-idx3-ubyte and t10k-images-idx3-ubyte (``.gz`` if ``gz``) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, images in (("train-images-idx3-ubyte", pixels(n_train, (28, 28))),
+                         ("t10k-images-idx3-ubyte", pixels(n_test, (28, 28), offset=100))):
+        data = idx_bytes(images)
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    return folder
+
+
+# --- CIFAR-10 ----------------------------------------------------------------------------------
+
+CIFAR_BATCHES = [f"data_batch_{k}" for k in range(1, 6)]
+
+
+def cifar_images(batch: int, per_batch: int) -> np.ndarray:
+    """The (per_batch, 3, 32, 32) images of batch ``batch`` (0..4 train, 5 test)."""
+    return pixels(per_batch, (3, 32, 32), offset=batch * per_batch)
+
+
+def write_cifar_binary(folder: Path, per_batch: int = 4) -> Path:
+    """cifar-10-batches-bin/ with data_batch_{1..5}.bin and test_batch.bin: records of one label
+    byte + 3072 pixel bytes (R plane, G plane, B plane, rows of 32)."""
+    out = folder / "cifar-10-batches-bin"
+    out.mkdir(parents=True, exist_ok=True)
+    for batch, name in enumerate([*CIFAR_BATCHES, "test_batch"]):
+        images = cifar_images(batch, per_batch)
+        records = b"".join(bytes([i % 10]) + image.tobytes() for i, image in enumerate(images))
+        (out / f"{name}.bin").write_bytes(records)
+    return out
+
+
+def write_cifar_python(folder: Path, per_batch: int = 4) -> Path:
+    """cifar-10-batches-py/ with pickled dicts like the official (Python 2) ones: bytes keys,
+    ``data`` (N, 3072) uint8 and ``labels``."""
+    out = folder / "cifar-10-batches-py"
+    out.mkdir(parents=True, exist_ok=True)
+    for batch, name in enumerate([*CIFAR_BATCHES, "test_batch"]):
+        images = cifar_images(batch, per_batch)
+        record = {b"batch_label": name.encode(), b"labels": [i % 10 for i in range(per_batch)],
+                  b"data": images.reshape(per_batch, -1), b"filenames": [b"x.png"] * per_batch}
+        (out / name).write_bytes(pickle.dumps(record, protocol=2))
+    return out
+
+
+class _RunsCode:
+    """Pickles to a call of ``os.getcwd``: a stand-in for a malicious payload."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def malicious_pickle() -> bytes:
+    return pickle.dumps({b"data": _RunsCode()}, protocol=2)
+
+
+# --- downsampled ImageNet ----------------------------------------------------------------------
+
+
+def imagenet_images(side: int, batch: int, per_batch: int) -> np.ndarray:
+    return pixels(per_batch, (3, side, side), offset=batch * per_batch)
+
+
+def write_imagenet(folder: Path, side: int = 32, per_batch: int = 3, n_val: int = 4) -> Path:
+    """Imagenet{side}_train_npz/train_data_batch_{1..10}.npz and Imagenet{side}_val_npz/val_data.npz
+    with ``data`` (N, 3*side*side) uint8 channel-major and ``labels`` (1..1000)."""
+    train = folder / f"Imagenet{side}_train_npz"
+    val = folder / f"Imagenet{side}_val_npz"
+    train.mkdir(parents=True, exist_ok=True)
+    val.mkdir(parents=True, exist_ok=True)
+    for k in range(10):
+        data = imagenet_images(side, k, per_batch).reshape(per_batch, -1)
+        np.savez(train / f"train_data_batch_{k + 1}.npz", data=data, labels=np.arange(1, per_batch + 1))
+    data = pixels(n_val, (3, side, side), offset=200).reshape(n_val, -1)
+    np.savez(val / "val_data.npz", data=data, labels=np.arange(1, n_val + 1))
+    return folder
+
+
+# --- CelebA ------------------------------------------------------------------------------------
+
+CELEBA_ATTRIBUTE_NAMES = ["5_o_Clock_Shadow", "Arched_Eyebrows", "Smiling"]
+
+
+def celeba_colour(i: int) -> tuple[int, int, int]:
+    """Face i's colour: every value is 4 mod 8, mid-way in its 5-bit bucket, so JPEG's small
+    errors cannot move it to another bucket."""
+    return ((16 * i + 4) % 256, 100, 196)
+
+
+def celeba_face(i: int) -> np.ndarray:
+    """A 218x178 RGB 'face' (the aligned CelebA size): a flat colour per image inside the central
+    148x148 square, and white outside it, so the centre crop is visible in the result."""
+    image = np.full((218, 178, 3), 255, dtype=np.uint8)
+    top, left = (218 - 148) // 2, (178 - 148) // 2
+    image[top:top + 148, left:left + 148] = celeba_colour(i)
+    return image
+
+
+def write_celeba(folder: Path, partition: Sequence[int] = (0, 0, 0, 1, 1, 2, 2, 0),
+                 attributes: bool = True, layout: str = "torchvision") -> Path:
+    """CelebA files: img_align_celeba/000001.jpg..., list_eval_partition.txt (``<name> <0|1|2>``)
+    and list_attr_celeba.txt (a count line, the attribute names, ``<name>`` and -1/1 values).
+    ``layout="official"`` uses Img/, Eval/ and Anno/ sub-folders like the Google Drive download."""
+    from PIL import Image
+
+    official = layout == "official"
+    images = folder / ("Img/img_align_celeba" if official else "img_align_celeba")
+    images.mkdir(parents=True, exist_ok=True)
+    names = [f"{i + 1:06d}.jpg" for i in range(len(partition))]
+    for i, name in enumerate(names):
+        Image.fromarray(celeba_face(i)).save(images / name, quality=95)
+    text_dir = folder / "Eval" if official else folder
+    text_dir.mkdir(parents=True, exist_ok=True)
+    (text_dir / "list_eval_partition.txt").write_text(
+        "".join(f"{name} {split}\n" for name, split in zip(names, partition)))
+    if attributes:
+        attr_dir = folder / "Anno" if official else folder
+        attr_dir.mkdir(parents=True, exist_ok=True)
+        rows = [f"{name} " + " ".join(" 1" if (i + j) % 2 else "-1" for j in range(len(CELEBA_ATTRIBUTE_NAMES)))
+                for i, name in enumerate(names)]
+        (attr_dir / "list_attr_celeba.txt").write_text(
+            f"{len(names)}\n" + " ".join(CELEBA_ATTRIBUTE_NAMES) + "\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+# --- a folder of images ------------------------------------------------------------------------
+
+
+def write_image_folder(folder: Path, classes: dict[str, int], size: tuple[int, int] = (12, 8)) -> Path:
+    """``folder/<class>/<k>.png`` RGB images of ``size`` (width, height); image k of a class is a
+    flat colour (k, 10 * class index, 200), with a black left column the centre crop removes."""
+    from PIL import Image
+
+    for c, (name, count) in enumerate(sorted(classes.items())):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for k in range(count):
+            image = np.empty((size[1], size[0], 3), dtype=np.uint8)
+            image[:] = (k, 10 * c, 200)
+            image[:, 0] = 0
+            Image.fromarray(image).save(folder / name / f"{k:03d}.png")
+    return folder
