@@ -1,0 +1,182 @@
+"""Command-line overrides of a merged recipe: ``key=value``, ``+key=value``, ``~key``.
+
+- ``train.epochs=2``: set a key that exists (list items by index: ``model.layers.2.hidden=128``).
+  Keys the recipe does not mention are accepted when the schema knows them: optional skeleton keys
+  (``train.max_steps_per_epoch=5``) and the parameters of the named component
+  (``dataset.n_train=100``). Anything else is refused, naming the nearest existing keys.
+- ``+key=value``: add a key the schema does not know (or append to a list at index ``len``).
+- ``~key``: delete a key (or a list item).
+
+Values are parsed as YAML (``train.betas=[0.9,0.99]``, ``loss={name: nll}``, ``x=null``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from zoo._yaml_marks import COMMAND_LINE, Mark, Path, json_path, parse_value
+from zoo.errors import RecipeError
+
+# known_keys(data, parent_path) -> the keys the schema allows in the mapping at parent_path
+KnownKeys = Callable[[Any, Path], set]
+
+
+def apply_overrides(
+    data: dict, overrides: Sequence[str], known_keys: KnownKeys
+) -> tuple[dict, dict[Path, Mark]]:
+    """Apply each override in order to ``data`` (modified in place); return it and the marks of
+    the values that came from the command line, keyed by the path each override set."""
+    set_paths: dict[Path, Mark] = {}
+    for index, text in enumerate(overrides):
+        mark = Mark(COMMAND_LINE, index + 1, 1, note=text)
+        op, dotted, value = _parse(text)
+        if not dotted:
+            raise RecipeError(f"override {text!r}: empty key. Write key.path=value, +key=value or ~key.")
+        keys = dotted.split(".")
+        if any(k == "" for k in keys):
+            raise RecipeError(f"override {text!r}: empty key segment in {dotted!r}")
+        if op == "~":
+            path = _delete(data, keys, text)
+            for p in [p for p in set_paths if p[: len(path)] == path]:
+                del set_paths[p]
+            continue
+        path = _assign(data, keys, value, op == "+", text, known_keys)
+        set_paths[path] = mark
+    return data, set_paths
+
+
+def _parse(text: str) -> tuple[str, str, Any]:
+    text = text.strip()
+    if text.startswith("~"):
+        if "=" in text:
+            raise RecipeError(f"override {text!r}: a deletion `~key` takes no value")
+        return "~", text[1:], None
+    if "=" not in text:
+        raise RecipeError(
+            f"override {text!r} has no '='. Write key.path=value (e.g. train.epochs=2), "
+            "+key=value to add a key, or ~key to delete one."
+        )
+    op = "+" if text.startswith("+") else ""
+    dotted, _, raw = text[len(op):].partition("=")
+    try:
+        value = parse_value(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(
+            f"override {text!r}: the value {raw!r} is not valid YAML ({problem}); quote it"
+        ) from None
+    return op, dotted.strip(), value
+
+
+def _step(container: Any, key: str, path: Path, text: str) -> Any:
+    """The child of ``container`` at ``key`` (an index for lists), or a RecipeError."""
+    if isinstance(container, list):
+        index = _index(key, container, path, text)
+        if index >= len(container):
+            raise RecipeError(
+                f"override {text!r}: {json_path(path)} has {len(container)} items; "
+                f"index {index} does not exist"
+            )
+        return index
+    if isinstance(container, dict):
+        return key
+    raise RecipeError(
+        f"override {text!r}: {json_path(path)} is {_kind(container)}, not a mapping or list, "
+        f"so it has no key {key!r}"
+    )
+
+
+def _index(key: str, container: list, path: Path, text: str) -> int:
+    if not key.isdigit():
+        raise RecipeError(f"override {text!r}: {json_path(path)} is a list; use an index, not {key!r}")
+    return int(key)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _assign(data: dict, keys: list[str], value: Any, add: bool, text: str, known_keys: KnownKeys) -> Path:
+    container: Any = data
+    path: Path = ()
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(container, list):
+            index = _index(key, container, path, text)
+            if last and add:
+                if index != len(container):
+                    raise RecipeError(
+                        f"override {text!r}: `+` appends to a list only at index {len(container)} "
+                        f"(its length); to change item {index}, drop the '+'"
+                    )
+                container.append(value)
+                return path + (index,)
+            step = _step(container, key, path, text)
+        else:
+            if not isinstance(container, dict):
+                container = _as_mapping(data, path, text, known_keys, key)
+            step = key
+            exists = key in container
+            if last and add and exists:
+                raise RecipeError(
+                    f"override {text!r}: {json_path(path + (key,))} already exists; "
+                    f"change it with {text.lstrip('+')}"
+                )
+            if not exists and not add and key not in known_keys(data, path):
+                raise RecipeError(_missing_key_message(text, container, key, path, data, known_keys))
+            if not last and not exists:
+                container[key] = {}
+        if last:
+            container[step] = value
+            return path + (step,)
+        path = path + (step,)
+        container = container[step]
+    raise AssertionError("unreachable")
+
+
+def _as_mapping(data: dict, path: Path, text: str, known_keys: KnownKeys, key: str) -> dict:
+    """A component given by name (``loss: nll``) becomes ``{name: nll}`` so a parameter can be
+    set on it; anything else that is not a mapping cannot take a key."""
+    parent = data
+    for step in path[:-1]:
+        parent = parent[step]
+    current = parent[path[-1]] if path else data
+    if isinstance(current, str) and key in known_keys(data, path):
+        parent[path[-1]] = {"name": current}
+        return parent[path[-1]]
+    raise RecipeError(
+        f"override {text!r}: {json_path(path)} is {_kind(current)}, not a mapping, so it has no "
+        f"key {key!r}" + (f" (set the whole value: {'.'.join(map(str, path))}=...)" if path else "")
+    )
+
+
+def _missing_key_message(text: str, container: Mapping, key: str, path: Path, data: dict, known_keys) -> str:
+    candidates = sorted(set(container) | known_keys(data, path))
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    where = json_path(path) if path else "the recipe's top level"
+    listed = ", ".join(candidates) if candidates else "none"
+    return (
+        f"override {text!r}: {where} has no key {key!r} and the schema does not define it.{hint} "
+        f"Keys there: {listed}. Use +{text.lstrip('+')} to add a new key anyway."
+    )
+
+
+def _delete(data: dict, keys: list[str], text: str) -> Path:
+    container: Any = data
+    path: Path = ()
+    for depth, key in enumerate(keys):
+        step = _step(container, key, path, text)
+        if isinstance(container, dict) and step not in container:
+            raise RecipeError(
+                f"override {text!r}: {json_path(path + (key,))} does not exist, so it cannot be deleted"
+            )
+        if depth == len(keys) - 1:
+            del container[step]
+            return path + (step,)
+        path = path + (step,)
+        container = container[step]
+    raise AssertionError("unreachable")

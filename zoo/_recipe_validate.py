@@ -1,0 +1,323 @@
+"""Two-stage validation of a merged recipe, and the composed schema for editors.
+
+Stage 1 checks the skeleton against ``schemas/recipe.schema.json`` (JSON Schema 2020-12): the
+keys, their types and ranges. Stage 2 checks each component the recipe names (dataset, loss,
+gradient mode, every layer entry) against the registry: the name must be registered, and its
+parameters must satisfy the component's own ``params_schema``, with error paths rebased onto the
+recipe (``$.model.layers[3].hidden``). Splitting the two keeps messages precise: a single schema
+with one ``oneOf`` branch per layer would report every branch that failed.
+
+Every error becomes one ``Problem(path, message)``; ``format_problems`` places each at the mark of
+its path (or of the closest existing parent) and sorts them by file and line.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path as FilePath
+from typing import Any, Iterator, Mapping
+
+from jsonschema import Draft202012Validator
+
+from zoo._yaml_marks import Mark, Path, closest_mark, json_path
+from zoo.registry import SINGULAR, Registry, unknown_name_message
+
+SCHEMA_FILE = FilePath(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
+LOADER_KEYS = ("batch_size", "eval_batch_size")  # dataset keys for the loaders, not the factory
+# top-level key -> registry kind, for components given as a name or {name, ...params}
+COMPONENT_KEYS = {"dataset": "datasets", "loss": "losses", "gradient_mode": "gradient_modes"}
+LAYER_LISTS = ("preamble", "layers")  # keys of `model` that hold layer lists
+
+
+@functools.lru_cache(maxsize=1)
+def _static_schema_text() -> str:
+    return SCHEMA_FILE.read_text()
+
+
+def static_schema() -> dict:
+    """The static top-level recipe schema (a fresh copy)."""
+    return json.loads(_static_schema_text())
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    message: str
+
+
+# --- walking the layers ---------------------------------------------------------------------------
+
+
+def layer_entries(layers: Any, path: Path, expand: bool) -> Iterator[tuple[Path, Any]]:
+    """``(path, entry)`` of every layer entry (not repeat blocks) below a layer list, in model
+    order. With ``expand`` a block's entries come once per copy; without, once."""
+    if not isinstance(layers, list):
+        return
+    for index, item in enumerate(layers):
+        here = path + (index,)
+        if isinstance(item, dict) and "repeat" in item:
+            copies = item.get("repeat") if expand else 1
+            for _ in range(copies if isinstance(copies, int) else 1):
+                yield from layer_entries(item.get("layers"), here + ("layers",), expand)
+        else:
+            yield here, item
+
+
+def component_slots(data: Mapping) -> Iterator[tuple[str, Path, Any]]:
+    """``(kind, path, entry)`` for every component the recipe names, each entry once."""
+    for key, kind in COMPONENT_KEYS.items():
+        if key in data:
+            yield kind, (key,), data[key]
+    model = data.get("model")
+    if isinstance(model, dict):
+        for key in LAYER_LISTS:
+            for path, entry in layer_entries(model.get(key), ("model", key), expand=False):
+                yield "layers", path, entry
+
+
+def _component_name(entry: Any) -> str | None:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        return entry["name"]
+    return None
+
+
+# --- which keys may a mapping have (for overrides) ------------------------------------------------
+
+
+def known_keys(data: Mapping, path: Path, registry: Registry) -> set[str]:
+    """The keys the schema allows in the mapping at ``path`` (which may not exist yet)."""
+    value = _value_at(data, path)
+    kind = _slot_kind(data, path)
+    if kind is not None:
+        keys = {"name"}
+        name = _component_name(value)
+        if name is not None and registry.has(kind, name):
+            keys |= set((registry.get(kind, name).params_schema or {}).get("properties", {}))
+        if kind == "datasets":
+            keys |= set(LOADER_KEYS)
+        return keys
+    if isinstance(value, dict) and "repeat" in value and _in_layer_list(path):
+        return {"repeat", "layers"}
+    keys: set[str] = set()
+    for schema in _subschemas_at(static_schema(), path):
+        keys |= set(schema.get("properties", {}))
+    return keys
+
+
+def _value_at(data: Any, path: Path) -> Any:
+    for step in path:
+        try:
+            data = data[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _in_layer_list(path: Path) -> bool:
+    """Is ``path`` an item of a layer list (``model.layers[i]``, ``...layers[i].layers[j]``)?"""
+    if len(path) < 3 or path[0] != "model" or path[1] not in LAYER_LISTS:
+        return False
+    rest = path[2:]  # i, "layers", j, "layers", k ...
+    return len(rest) % 2 == 1 and all(
+        isinstance(s, int) if n % 2 == 0 else s == "layers" for n, s in enumerate(rest)
+    )
+
+
+def _slot_kind(data: Mapping, path: Path) -> str | None:
+    if len(path) == 1 and path[0] in COMPONENT_KEYS:
+        return COMPONENT_KEYS[path[0]]
+    if _in_layer_list(path):
+        value = _value_at(data, path)
+        if not (isinstance(value, dict) and "repeat" in value):
+            return "layers"
+    return None
+
+
+def _subschemas_at(schema: dict, path: Path) -> list[dict]:
+    """The subschemas that apply at ``path`` (following $ref, if/then/else, allOf)."""
+    current = _expand(schema, schema)
+    for step in path:
+        nxt: list[dict] = []
+        for sub in current:
+            if isinstance(step, str) and step in sub.get("properties", {}):
+                nxt += _expand(schema, sub["properties"][step])
+            elif isinstance(step, int):
+                prefix = sub.get("prefixItems", [])
+                if step < len(prefix):
+                    nxt += _expand(schema, prefix[step])
+                elif isinstance(sub.get("items"), dict):
+                    nxt += _expand(schema, sub["items"])
+        current = nxt
+    return current
+
+
+def _expand(root: dict, sub: Any) -> list[dict]:
+    if not isinstance(sub, dict):
+        return []
+    found = [sub]
+    if "$ref" in sub and sub["$ref"].startswith("#/"):
+        target: Any = root
+        for part in sub["$ref"][2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        found += _expand(root, target)
+    for key in ("then", "else"):
+        found += _expand(root, sub.get(key))
+    for item in sub.get("allOf", []):
+        found += _expand(root, item)
+    return found
+
+
+# --- stage 1: the skeleton ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _skeleton_validator() -> Draft202012Validator:
+    return Draft202012Validator(static_schema())
+
+
+def skeleton_problems(data: Any) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in _skeleton_validator().iter_errors(data):
+        problems += _problems_of(error, (), "", None)
+    return problems
+
+
+def _problems_of(error, base: Path, owner: str, allowed_hint: list[str] | None) -> list[Problem]:
+    """One jsonschema error as Problems at recipe paths (one per unknown key)."""
+    path = base + tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        what = f"parameter of {owner}" if owner else "key"
+        out = []
+        for key in extra:
+            close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            listed = ", ".join(allowed) if allowed else "none"
+            out.append(Problem(path + (key,), f"unknown {what} {key!r}.{hint} Allowed: {listed}."))
+        return out
+    message = error.message
+    if owner:
+        message = f"{message} ({owner})"
+    return [Problem(path, message)]
+
+
+# --- stage 2: the components ----------------------------------------------------------------------
+
+
+def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
+    problems: list[Problem] = []
+    for kind, path, entry in component_slots(data):
+        name = _component_name(entry)
+        if name is None:
+            continue  # malformed entry: stage 1 reported it
+        name_path = path if isinstance(entry, str) else path + ("name",)
+        if not registry.has(kind, name):
+            problems.append(Problem(name_path, unknown_name_message(kind, name, registry.names(kind))))
+            continue
+        schema = registry.get(kind, name).params_schema
+        if schema is None:
+            continue
+        params = dict(entry) if isinstance(entry, dict) else {}
+        params.pop("name", None)
+        if kind == "datasets":
+            for key in LOADER_KEYS:
+                params.pop(key, None)  # checked by the skeleton
+        owner = f"{SINGULAR[kind]} {name!r}"
+        for error in _params_validator(json.dumps(schema, sort_keys=True)).iter_errors(params):
+            problems += _problems_of(error, path, owner, None)
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("base"), str):
+        from zoo.flow import BASES  # imports torch: only when a recipe is validated
+
+        if model["base"] not in BASES:
+            close = difflib.get_close_matches(model["base"], list(BASES), n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            problems.append(
+                Problem(("model", "base"), f"unknown base distribution {model['base']!r}.{hint} "
+                        f"Known: {', '.join(sorted(BASES))}.")
+            )
+    return problems
+
+
+@functools.lru_cache(maxsize=256)
+def _params_validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
+def format_problems(problems: list[Problem], source_map: Mapping[Path, Mark], origin: str) -> list[str]:
+    """``file:line:col  $.path: message`` lines, sorted by file then line, duplicates dropped."""
+    placed = {}
+    for problem in problems:
+        mark = closest_mark(dict(source_map or {}), problem.path, origin)
+        key = (mark.file, mark.line, mark.col, json_path(problem.path), problem.message)
+        placed[key] = f"{mark}  {json_path(problem.path)}: {problem.message}"
+    return [placed[k] for k in sorted(placed)]
+
+
+# --- the composed schema --------------------------------------------------------------------------
+
+
+def composed_schema(registry: Registry) -> dict:
+    """The static schema with every kind's names enumerated and each component's parameter
+    schema attached (``$defs["layer.<name>"]`` etc.), for editors. Validation itself runs the
+    two stages above, which give better messages."""
+    schema = static_schema()
+    defs = schema["$defs"]
+    for kind, def_name, extra in (
+        ("datasets", "dataset", LOADER_KEYS),
+        ("losses", "component_loss", ()),
+        ("gradient_modes", "component_gradient_mode", ()),
+        ("layers", "layer_entry", ()),
+    ):
+        names = registry.names(kind)
+        branches = []
+        for name in names:
+            ref = f"{SINGULAR[kind].replace(' ', '_')}.{name}"
+            defs[ref] = _entry_schema(registry.get(kind, name), extra, schema)
+            branches.append(
+                {
+                    "if": {"type": "object", "required": ["name"], "properties": {"name": {"const": name}}},
+                    "then": {"$ref": "#/$defs/" + _pointer_escape(ref)},
+                }
+            )
+        name_schema = {"description": f"A registered {SINGULAR[kind]}.", "enum": names}
+        if def_name == "layer_entry":
+            entry = defs["layer_entry"]
+            entry["properties"]["name"] = name_schema
+            entry["allOf"] = branches
+            continue
+        if def_name == "dataset":
+            target = defs["dataset"]
+        else:  # loss and gradient mode get their own copies of the generic component
+            target = copy.deepcopy(defs["component"])
+            defs[def_name] = target
+            schema["properties"][def_name.removeprefix("component_")]["$ref"] = "#/$defs/" + def_name
+        target["then"] = name_schema
+        target["else"]["properties"]["name"] = name_schema
+        target["else"]["allOf"] = branches
+    from zoo.flow import BASES
+
+    defs["model"]["properties"]["base"]["enum"] = sorted(BASES)
+    return schema
+
+
+def _entry_schema(component, extra_keys: tuple, root: dict) -> dict:
+    """A component's params schema, with ``name`` (and loader keys) allowed beside the params."""
+    params = copy.deepcopy(dict(component.params_schema or {"type": "object"}))
+    params.setdefault("description", component.summary or component.name)
+    props = params.setdefault("properties", {})
+    props["name"] = {"const": component.name}
+    for key in extra_keys:
+        props[key] = copy.deepcopy(root["$defs"]["dataset"]["else"]["properties"][key])
+    return params
+
+
+def _pointer_escape(text: str) -> str:
+    return text.replace("~", "~0").replace("/", "~1")
