@@ -158,7 +158,8 @@ def write_celeba(folder: Path, partition: Sequence[int] = (0, 0, 0, 1, 1, 2, 2, 
     if attributes:
         attr_dir = folder / "Anno" if official else folder
         attr_dir.mkdir(parents=True, exist_ok=True)
-        rows = [f"{name} " + " ".join(" 1" if (i + j) % 2 else "-1" for j in range(len(CELEBA_ATTRIBUTE_NAMES)))
+        width = len(CELEBA_ATTRIBUTE_NAMES)
+        rows = [f"{name} " + " ".join(" 1" if (i + j) % 2 else "-1" for j in range(width))
                 for i, name in enumerate(names)]
         (attr_dir / "list_attr_celeba.txt").write_text(
             f"{len(names)}\n" + " ".join(CELEBA_ATTRIBUTE_NAMES) + "\n" + "\n".join(rows) + "\n")

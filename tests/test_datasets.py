@@ -133,14 +133,16 @@ def test_digits_splits_and_levels():
     everything = torch.cat([train, val, test])
     assert torch.equal(everything, everything.round()) and everything.min() == 0 and everything.max() == 16
     reference = torch.as_tensor(load_digits().images, dtype=torch.float32)
-    assert sorted(map(tuple, everything.flatten(1).tolist())) == sorted(map(tuple, reference.flatten(1).tolist()))
+    rows = lambda x: sorted(map(tuple, x.flatten(1).tolist()))  # noqa: E731
+    assert rows(everything) == rows(reference)
     assert torch.equal(test, stack(images.digits().test))
 
 
 # --- MNIST -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where, gz", [("MNIST/raw", True), ("MNIST/raw", False), ("mnist", True), (".", False)])
+@pytest.mark.parametrize("where, gz", [("MNIST/raw", True), ("MNIST/raw", False), ("mnist", True),
+                                       (".", False)])
 def test_mnist_idx_layouts_values_and_splits(tmp_path, where, gz):
     w.write_mnist(tmp_path / where, n_train=12, n_test=5, gz=gz)
     data = images.mnist(data_dir=str(tmp_path), n_val=3)
@@ -277,7 +279,7 @@ def test_cifar10_default_split_is_snf_40k_10k(tmp_path):
 def test_cifar10_refuses_a_pickle_that_would_run_code(tmp_path):
     folder = w.write_cifar_python(tmp_path)
     (folder / "data_batch_3").write_bytes(w.malicious_pickle())
-    with pytest.raises(DataError, match="refusing to load global posix.getcwd|refusing to load global os") as err:
+    with pytest.raises(DataError, match="refusing to load global (posix|os).getcwd") as err:
         images.cifar10(data_dir=str(tmp_path), n_val=4)
     assert str(folder / "data_batch_3") in str(err.value)
 
@@ -350,7 +352,8 @@ def test_imagenet_errors(tmp_path):
     with pytest.raises(DataError, match=r"\(N, 12288\) for 64x64"):  # 32x32 files read as 64x64
         w.write_imagenet(tmp_path / "i64", side=32, per_batch=2)
         for folder in ("train", "val"):
-            (tmp_path / "i64" / f"Imagenet32_{folder}_npz").rename(tmp_path / "i64" / f"Imagenet64_{folder}_npz")
+            old = tmp_path / "i64" / f"Imagenet32_{folder}_npz"
+            old.rename(tmp_path / "i64" / f"Imagenet64_{folder}_npz")
         images.imagenet64(data_dir=str(tmp_path / "i64"), n_val=2)
 
 
@@ -397,7 +400,8 @@ def test_celeba_size_64_8_bits_max_images_and_no_attributes(tmp_path):
     assert (len(data.train), len(data.val), len(data.test)) == (2, 1, 1)
     image = data.train[1][0]
     assert image.shape == (3, 64, 64)
-    assert (image[:, 8:-8, 8:-8] - torch.tensor(w.celeba_colour(1), dtype=torch.float32)[:, None, None]).abs().max() <= 3
+    colour = torch.tensor(w.celeba_colour(1), dtype=torch.float32)[:, None, None]
+    assert (image[:, 8:-8, 8:-8] - colour).abs().max() <= 3
     assert "attributes" not in data.info
     assert images.celeba.data_shape(size=32, n_bits=4) == ((3, 32, 32), 4)
 
@@ -436,8 +440,8 @@ def test_image_folder_seeded_split_classes_and_preprocessing(tmp_path):
     data = images.image_folder(root=str(tmp_path / "pets"), size=4, val_fraction=0.2, test_fraction=0.1)
     assert (len(data.train), len(data.val), len(data.test)) == (7, 2, 1)
     assert data.shape == (3, 4, 4) and data.n_bits == 8 and data.info["classes"] == ["cat", "dog"]
-    every = [(x, int(label)) for split in ("train", "val", "test")
-             for x, label in zip(splits_of(data)[("train", "val", "test").index(split)], data.info["labels"][split])]
+    every = [(x, int(label)) for split, xs in zip(("train", "val", "test"), splits_of(data))
+             for x, label in zip(xs, data.info["labels"][split])]
     seen = set()
     for x, label in every:
         k = int(x[0, 0, 0])
@@ -447,8 +451,10 @@ def test_image_folder_seeded_split_classes_and_preprocessing(tmp_path):
     assert seen == {(0, k) for k in range(6)} | {(1, k) for k in range(4)}
     again = images.image_folder(root=str(tmp_path / "pets"), size=4, val_fraction=0.2, test_fraction=0.1)
     assert torch.equal(stack(again.val), stack(data.val))
-    other = images.image_folder(root=str(tmp_path / "pets"), size=4, val_fraction=0.2, test_fraction=0.1, seed=5)
-    assert not torch.equal(stack(other.val), stack(data.val)) or not torch.equal(stack(other.test), stack(data.test))
+    other = images.image_folder(root=str(tmp_path / "pets"), size=4, val_fraction=0.2, test_fraction=0.1,
+                                seed=5)
+    assert [len(x) for x in splits_of(other)] == [7, 2, 1]
+    assert not all(torch.equal(a, b) for a, b in zip(splits_of(other)[1:], splits_of(data)[1:]))
 
 
 def test_image_folder_split_folders_grey_and_quantised(tmp_path, monkeypatch):

@@ -187,7 +187,9 @@ def read_celeba_partition(path: Path) -> dict[str, list[str]]:
     splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for number, fields in _text_rows(path):
         if len(fields) != 2 or fields[1] not in CELEBA_SPLITS:
-            raise DataError(f"{path}, line {number}: expected '<image>.jpg <0|1|2>', got {' '.join(fields)!r}")
+            raise DataError(
+                f"{path}, line {number}: expected '<image>.jpg <0|1|2>', got {' '.join(fields)!r}"
+            )
         splits[CELEBA_SPLITS[fields[1]]].append(fields[0])
     return splits
 

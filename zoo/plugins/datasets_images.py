@@ -79,7 +79,7 @@ class ImageFiles(Dataset):
         return (image.float(),)
 
 
-def image_dataset(train, val, test, shape, n_bits: int, notice: str = "", **info) -> FlowDataset:
+def image_dataset(train, val, test, shape, n_bits: int | None, notice: str = "", **info) -> FlowDataset:
     for name, split in (("train", train), ("val", val), ("test", test)):
         if len(split) == 0:
             raise DataError(f"the {name} split is empty; check the data files and the split params")
@@ -105,8 +105,9 @@ Layout = Sequence[Sequence[str]]
 
 def locate(dataset: str, root: Path, layouts: Sequence[Layout], expected: str) -> tuple[int, list[Path]]:
     """The first layout whose files all exist in ``root/<dataset>`` or ``root``: its index and
-    the file paths (``expected`` describes them for the error message). A layout found in part is a DataError naming the missing files; none found
-    at all is a DataError naming the expected files, the folders searched and the fix."""
+    the file paths. A layout found in part is a DataError naming the missing files; none found at
+    all is a ``DataFilesNotFound`` naming ``expected`` (the files, for people), the folders
+    searched and the fix."""
     bases = [root / dataset, root]
     partial: tuple[Path, list[str]] | None = None
     for base in bases:
@@ -310,7 +311,8 @@ def _gather(files: Sequence[Path], counts: Sequence[int], ranges: Sequence[range
     start = 0
     for path, count in zip(files, counts):
         stop = start + count
-        overlaps = [(r, out) for r, out in zip(ranges, outputs) if len(r) and r.start < stop and start < r.stop]
+        overlaps = [(r, out) for r, out in zip(ranges, outputs)
+                    if len(r) and r.start < stop and start < r.stop]
         if overlaps:
             images = _readers.read_imagenet_npz(path, side)
             for r, out in overlaps:
@@ -428,8 +430,8 @@ def image_folder(root: str, size: int = 32, channels: Literal[1, 3] = 3, n_bits:
     class (``info["classes"]``, and ``info["labels"]`` per split). Each image is converted to
     grey (``channels: 1``) or RGB, its shorter side resized to ``size`` (bilinear), the centre
     cropped to a square, quantised to ``n_bits``. Splits: when ``root`` has ``train/``, ``val/``
-    or ``test/`` sub-folders they are the splits; a missing ``val`` or ``test`` is taken from
-    train. Otherwise (or for the missing ones) a permutation seeded with ``seed`` gives test =
+    or ``test/`` sub-folders they are the splits (``train/`` is then required; other sub-folders
+    are ignored); a missing ``val`` or ``test`` is taken from train. Otherwise (or for the missing ones) a permutation seeded with ``seed`` gives test =
     its first ``round(test_fraction * N)`` images, val = the next ``round(val_fraction * N)``,
     train = the rest (each in file order). ``cache`` keeps decoded images for later epochs.
     """
@@ -442,7 +444,10 @@ def image_folder(root: str, size: int = 32, channels: Literal[1, 3] = 3, n_bits:
     if split_dirs and "train" not in split_dirs:
         raise DataError(f"image_folder: {folder} has {', '.join(d + '/' for d in split_dirs)} but no "
                         "train/ sub-folder; add train/ (val/ and test/ are optional)")
-    pools = {s: _image_files(d) for s, d in split_dirs.items()} if split_dirs else {"train": _image_files(folder)}
+    if split_dirs:
+        pools = {split: _image_files(path) for split, path in split_dirs.items()}
+    else:
+        pools = {"train": _image_files(folder)}
     classes = sorted({label for files in pools.values() for _, label in files})
     train = pools["train"]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -521,7 +526,8 @@ _declare(celeba, lambda size=64, n_bits=5, **_: ((3, size, size), n_bits), n_bit
          max_images=MAX_IMAGES)
 _declare(image_folder, lambda size=32, channels=3, n_bits=8, **_: ((channels, size, size), n_bits),
          n_bits=N_BITS, size={"minimum": 1},
-         val_fraction={"minimum": 0, "exclusiveMaximum": 1}, test_fraction={"minimum": 0, "exclusiveMaximum": 1})
+         val_fraction={"minimum": 0, "exclusiveMaximum": 1},
+         test_fraction={"minimum": 0, "exclusiveMaximum": 1})
 
 
 @hookimpl
