@@ -19,6 +19,7 @@ import yaml
 from fakehub import FakeHub
 
 import zoo
+from zoo import _hub_folder as hub_folder
 from zoo import hub
 from zoo._hub_card import read_front_matter
 from zoo.errors import HubError, PluginError, WeightsError
@@ -94,9 +95,9 @@ def _stand_in_plugins_used(recipe):
 @pytest.fixture(autouse=True)
 def assembly(monkeypatch):
     if not HAVE_RECIPE:
-        monkeypatch.setattr(hub, "_load_recipe", _stand_in_load_recipe)
-        monkeypatch.setattr(hub, "_build_model", _stand_in_build_model)
-        monkeypatch.setattr(hub, "_plugins_used", _stand_in_plugins_used)
+        monkeypatch.setattr(hub_folder, "_load_recipe", _stand_in_load_recipe)
+        monkeypatch.setattr(hub_folder, "_build_model", _stand_in_build_model)
+        monkeypatch.setattr(hub_folder, "_plugins_used", _stand_in_plugins_used)
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
@@ -130,8 +131,8 @@ def _new_cache(monkeypatch, tmp_path, name):
 def make_run(folder: Path, recipe_data=MOONS_RECIPE, seed: int = 0) -> Path:
     """A finished run folder, as `zoo run` writes it, with perturbed (non-trivial) weights."""
     folder.mkdir(parents=True)
-    recipe = hub._load_recipe(recipe_data)
-    model = hub._build_model(recipe, SHAPE, None)
+    recipe = hub_folder._load_recipe(recipe_data)
+    model = hub_folder._build_model(recipe, SHAPE, None)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -209,7 +210,7 @@ def test_push_then_pull_into_empty_cache_gives_identical_log_prob(hub_env, run_d
     assert not model.training
     with torch.no_grad():
         assert torch.equal(model.log_prob(points), local.log_prob(points))
-    assert config["recipe_sha256"] == hub._load_recipe(run_dir / "recipe.yaml").sha256
+    assert config["recipe_sha256"] == hub_folder._load_recipe(run_dir / "recipe.yaml").sha256
 
 
 def test_from_pretrained_accepts_a_local_run_folder(run_dir, points):
@@ -375,6 +376,16 @@ def test_missing_plugins_are_named_with_the_package_to_install(run_dir):
     with pytest.raises(PluginError, match=r"plugin 'fancy_layers' from package 'zoo-fancy' is not installed.*pip install zoo-fancy"):
         hub.check_plugins(config, "org/fancy")
     hub.check_plugins({"plugins": {"layers_glow": {}}}, "org/plain")  # installed: no error
+
+
+def test_push_reports_a_model_card_the_hub_refuses_and_a_commit_as_branch(hub_env, run_dir, monkeypatch):
+    import zoo._hub_card as card
+
+    with pytest.raises(HubError, match="a push goes to a branch"):
+        hub.push(run_dir, "zoo-test/card", revision="a" * 40)
+    monkeypatch.setattr(card, "front_matter", lambda *a: {"tags": {"not": "a list"}})
+    with pytest.raises(HubError, match=r"zoo-test/card: the Hub refused the model card.*tags"):
+        hub.push(run_dir, "zoo-test/card")
 
 
 # --- the model card -------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def hub_error(
     offline: bool = False,
     unreachable: str | None = None,
 ) -> ZooError:
-    """A ZooError for an exception raised by huggingface_hub, naming the repo, revision, file and fix."""
+    """A ZooError for a Hub failure (see ``is_hub_failure``), naming the repo, revision, file and fix."""
     from huggingface_hub import errors as hf
 
     rev = revision or "main"
@@ -218,12 +218,22 @@ def hub_error(
             )
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return HubError(f"{where}: the Hub at {endpoint} answered an error ({first_line}). Try again later.")
-    if isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.startswith(("httpx", "httpcore")):
-        return HubError(
-            f"cannot reach the Hub at {endpoint} for {where} ({type(exc).__name__}: {exc}). "
-            "Check your connection or ZOO_HUB_ENDPOINT."
-        )
-    raise exc
+    return HubError(
+        f"cannot reach the Hub at {endpoint} for {where} ({type(exc).__name__}: {exc}). "
+        "Check your connection or ZOO_HUB_ENDPOINT."
+    )
+
+
+def is_hub_failure(exc: BaseException) -> bool:
+    """True for the exceptions a Hub call raises when the Hub, the network or the cache fails.
+
+    The HTTP library under huggingface_hub changes between its major versions (requests, httpx,
+    httpx2), so its exceptions are recognised by module rather than imported.
+    """
+    from huggingface_hub import errors as hf
+
+    known = (hf.HfHubHTTPError, hf.EntryNotFoundError, hf.HFValidationError, OSError, TimeoutError)
+    return isinstance(exc, known) or type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests")
 
 
 def missing_plugins_error(repo: str, missing: dict[str, dict[str, str]], broken: dict[str, str]) -> PluginError:

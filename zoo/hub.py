@@ -31,18 +31,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from zoo import _hub_card as card
 from zoo import _hub_transport as transport
+from zoo._hub_folder import CONFIG_FILE, check_plugins, folder_config, load_model_folder, stage_repo
 from zoo.errors import HubError, WeightsError
-from zoo.weights import WEIGHTS_FILE, read_metadata
-
-CONFIG_FILE = "config.json"
+from zoo.weights import WEIGHTS_FILE
 OPTIONAL_FILES = ("recipe.yaml", "metrics.json", "README.md", "sample.png")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -56,6 +53,9 @@ __all__ = [
     "from_pretrained",
     "load_pretrained",
     "load_model_folder",
+    "folder_config",
+    "check_plugins",
+    "stage_repo",
     "list_models",
 ]
 
@@ -134,171 +134,7 @@ def resolve_source(spec: str | Path, *, registry=None) -> Source:
     )
 
 
-# --- folders: the one loader for run folders and Hub snapshots ----------------------------------
-
-
-def _json_value(text: str | None) -> Any:
-    try:
-        return json.loads(text) if text is not None else None
-    except json.JSONDecodeError:
-        return text
-
-
-def folder_config(folder: Path) -> dict[str, Any]:
-    """The ``config.json`` of a snapshot, or the same mapping derived from a run folder."""
-    folder = Path(folder)
-    config_path = folder / CONFIG_FILE
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise WeightsError(f"{config_path}: not valid JSON ({exc}); pull the model again") from exc
-        if not isinstance(config, dict) or "recipe" not in config:
-            raise WeightsError(f"{config_path}: not a zoo config (no 'recipe'); was this repo pushed by `zoo push`?")
-        if int(config.get("schema_version", 1)) > card.SCHEMA_VERSION:
-            raise WeightsError(
-                f"{config_path}: schema version {config['schema_version']} is newer than this zoo reads "
-                f"({card.SCHEMA_VERSION}); upgrade zoo (pip install -U zoo-flows)."
-            )
-        return config
-    recipe_path = folder / "recipe.yaml"
-    if not recipe_path.is_file():
-        raise WeightsError(
-            f"{folder}: neither a run folder (no recipe.yaml) nor a pulled model (no config.json). "
-            "Pass the folder that `zoo run` printed, or a model name / ORG/NAME to pull."
-        )
-    import yaml
-
-    meta = read_metadata(folder / WEIGHTS_FILE)
-    info_path = folder / "run.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    return {
-        "zoo_version": meta.get("zoo_version"),
-        "schema_version": card.SCHEMA_VERSION,
-        "recipe": yaml.safe_load(recipe_path.read_text()),
-        "recipe_sha256": meta.get("recipe_sha256"),
-        "input_shape": info.get("input_shape", _json_value(meta.get("input_shape"))),
-        "n_bits": info.get("n_bits", _json_value(meta.get("n_bits"))),
-        "plugins": info.get("plugins", {}),
-    }
-
-
-def check_plugins(config: Mapping[str, Any], where: str, registry=None) -> None:
-    """Refuse a model whose recipe needs plugins that are not installed, naming the packages."""
-    from zoo.registry import get_registry
-
-    registry = registry or get_registry()
-    loaded = {p.name: p for p in registry.plugins}
-    missing, broken = {}, {}
-    for name, info in (config.get("plugins") or {}).items():
-        plugin = loaded.get(name)
-        if plugin is None or plugin.blocked:
-            missing[name] = dict(info or {})
-        elif plugin.error:
-            broken[name] = plugin.error
-    if missing or broken:
-        raise transport.missing_plugins_error(where, missing, broken)
-
-
-def _load_recipe(source):
-    from zoo.recipe import load_recipe
-
-    return load_recipe(source)
-
-
-def _build_model(recipe, shape, n_bits):
-    from zoo.assemble import build_model
-
-    return build_model(recipe, shape=shape, n_bits=n_bits)
-
-
-def load_model_folder(folder: str | Path, *, registry=None):
-    """``(recipe, model)`` of a run folder or a pulled snapshot; the model is in eval mode.
-
-    Weights whose tensors or shapes differ from the model the recipe builds are refused
-    (WeightsError naming the tensor and both shapes) and nothing is loaded.
-    """
-    from zoo.weights import load_weights
-
-    folder = Path(folder)
-    config = folder_config(folder)
-    check_plugins(config, str(folder), registry)
-    # A run folder's recipe.yaml is loaded from its file, so recipe errors name it.
-    is_run = not (folder / CONFIG_FILE).is_file()
-    recipe = _load_recipe(folder / "recipe.yaml" if is_run else config["recipe"])
-    weights = folder / WEIGHTS_FILE
-    meta = read_metadata(weights)
-    published_sha = config.get("recipe_sha256")
-    if published_sha and meta.get("recipe_sha256") and meta["recipe_sha256"] != published_sha:
-        raise WeightsError(
-            f"{weights}: these weights were trained from recipe {meta['recipe_sha256'][:12]}..., but the "
-            f"folder's recipe is {published_sha[:12]}...; the files come from different runs. Re-push the run."
-        )
-    shape = config.get("input_shape")
-    model = _build_model(recipe, tuple(shape) if shape else None, config.get("n_bits"))
-    load_weights(model, weights)
-    model.eval()
-    return recipe, model
-
-
 # --- push -----------------------------------------------------------------------------------------
-
-
-def _plugins_used(recipe) -> dict[str, dict[str, str]]:
-    from zoo.train import plugins_used
-
-    return plugins_used(recipe)
-
-
-def _newest_sample(run: Path) -> Path | None:
-    samples = sorted((run / "samples").glob("*.png"), key=lambda p: (p.stat().st_mtime, p.name))
-    return samples[-1] if samples else None
-
-
-def stage_repo(run_dir: str | Path, repo_id: str, out: Path) -> dict[str, Any]:
-    """Write the files of a model repo for ``run_dir`` into ``out``; returns the config.
-
-    Checks first that the run finished (metrics.json), that its weights carry the zoo version and
-    the recipe sha256, that the sha256 is the run's recipe's, and that the weights load into the
-    model the recipe builds: only loadable models are published.
-    """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise HubError(f"{run}: no such run folder; pass the folder that `zoo run` printed")
-    recipe, _model = load_model_folder(run)
-    meta = read_metadata(run / WEIGHTS_FILE)
-    lacking = [k for k in ("zoo_version", "recipe_sha256") if not meta.get(k)]
-    if lacking:
-        raise WeightsError(
-            f"{run / WEIGHTS_FILE}: its metadata lacks {', '.join(lacking)}, so nobody could tell which "
-            "recipe and zoo made it. Re-run training with this zoo (`zoo run recipe.yaml`)."
-        )
-    if meta["recipe_sha256"] != recipe.sha256:
-        raise WeightsError(
-            f"{run / WEIGHTS_FILE}: trained from recipe sha256 {meta['recipe_sha256']}, but "
-            f"{run / 'recipe.yaml'} has sha256 {recipe.sha256}; the recipe was edited after training. "
-            "Restore it or re-run training."
-        )
-    metrics_path = run / "metrics.json"
-    if not metrics_path.is_file():
-        raise HubError(f"{run}: no metrics.json, so training did not finish; let `zoo run` complete first")
-    metrics = json.loads(metrics_path.read_text())
-    config = folder_config(run)
-    config.update(
-        zoo_version=meta["zoo_version"],
-        recipe=dict(recipe),
-        recipe_sha256=recipe.sha256,
-        plugins=_plugins_used(recipe),
-    )
-    shutil.copyfile(run / WEIGHTS_FILE, out / WEIGHTS_FILE)
-    shutil.copyfile(run / "recipe.yaml", out / "recipe.yaml")
-    shutil.copyfile(metrics_path, out / "metrics.json")
-    sample = _newest_sample(run)
-    if sample is not None:
-        shutil.copyfile(sample, out / "sample.png")
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (out / "README.md").write_text(card.model_card(config, metrics, repo_id, sample is not None))
-    return config
 
 
 def push(
@@ -317,6 +153,8 @@ def push(
     """
     if not REPO_ID.match(repo_id):
         raise HubError(f"{repo_id!r} is not a repo id; use ORG/NAME, e.g. --repo-id zoo-flows/{Path(run_dir).name}")
+    if revision and COMMIT.match(revision):
+        raise HubError(f"--revision {revision}: a push goes to a branch (e.g. main, v2), not to a commit")
     token = transport.write_token(token)
     endpoint = transport.hub_endpoint(endpoint)
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
@@ -325,12 +163,11 @@ def push(
         if unreachable:
             raise HubError(f"cannot reach the Hub at {endpoint} ({unreachable}); check your connection or ZOO_HUB_ENDPOINT")
         from huggingface_hub import HfApi
-        from huggingface_hub import errors as hf
 
         api = HfApi(endpoint=endpoint, token=token, library_name="zoo")
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
-            if revision and revision != "main" and not COMMIT.match(revision):
+            if revision and revision != "main":
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
             info = api.upload_folder(
                 repo_id=repo_id,
@@ -338,12 +175,16 @@ def push(
                 revision=revision,
                 commit_message=f"zoo push: {config['recipe'].get('name', repo_id)} (recipe {config['recipe_sha256'][:12]})",
             )
-        except (hf.HfHubHTTPError, hf.HFValidationError, OSError) as exc:
-            raise transport.hub_error(exc, repo_id=repo_id, revision=revision, endpoint=endpoint) from exc
-        except ValueError as exc:  # huggingface_hub's own check of the model card metadata
-            if "metadata" not in str(exc):
-                raise
-            raise HubError(f"{repo_id}: the Hub refused the model card: {exc}") from exc
+        except Exception as exc:
+            if transport.is_hub_failure(exc):
+                raise transport.hub_error(exc, repo_id=repo_id, revision=revision, endpoint=endpoint) from exc
+            if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
+                problems = " ".join(str(exc).split())
+                raise HubError(
+                    f"{repo_id}: the Hub refused the model card zoo wrote from the recipe's license, tags "
+                    f"and dataset ({problems}); please report it as a zoo bug"
+                ) from exc
+            raise  # a bug, not a Hub failure: keep its traceback
     return str(info.commit_url)
 
 
@@ -352,7 +193,6 @@ def push(
 
 def _verify(path: Path, source: Source, revision: str | None) -> None:
     """Re-hash the downloaded weights; on a mismatch evict them from the cache and refuse."""
-    actual = None
     if source.sha256 and (revision is None or revision == source.revision):
         actual = transport.sha256_of(path)
         if actual != source.sha256.lower():
@@ -381,11 +221,11 @@ def _pull_source(source: Source, revision: str | None, endpoint: str | None) -> 
     local_only = offline or unreachable is not None  # unreachable: fall back to the cache
 
     def fetch(filename: str, rev: str | None) -> Path:
-        from huggingface_hub import errors as hf
-
         try:
             return transport.download(source.repo_id, filename, revision=rev, endpoint=endpoint, local_only=local_only)
-        except (hf.HfHubHTTPError, hf.EntryNotFoundError, hf.HFValidationError, hf.OfflineModeIsEnabled, OSError) as exc:
+        except Exception as exc:
+            if not transport.is_hub_failure(exc):
+                raise  # a bug, not a Hub failure: keep its traceback
             raise transport.hub_error(
                 exc, repo_id=source.repo_id, revision=rev, endpoint=endpoint, filename=filename,
                 offline=offline, unreachable=unreachable,
