@@ -17,13 +17,10 @@ import numpy as np
 
 
 def pixels(count: int, shape: Sequence[int], offset: int = 0) -> np.ndarray:
-    """``count`` uint8 images of ``shape``: image i is filled with ``(offset + i) % 256`` except
-    its first value, which is ``(7 * (offset + i)) % 256`` (so a channel/row mix-up shows)."""
-    images = np.empty((count, *shape), dtype=np.uint8)
-    for i in range(count):
-        images[i] = (offset + i) % 256
-        images[i].flat[0] = (7 * (offset + i)) % 256
-    return images
+    """``count`` uint8 images of ``shape``: value j (in C order) of image i is
+    ``(offset + i + j) % 256``, so any mix-up of images, channels, rows or columns shows."""
+    ramp = np.arange(int(np.prod(shape))).reshape(shape)
+    return np.stack([(offset + i + ramp) % 256 for i in range(count)]).astype(np.uint8)
 
 
 # --- MNIST (IDX) -------------------------------------------------------------------------------
