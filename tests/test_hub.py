@@ -4,8 +4,8 @@ use, integrity checks, error messages, the model card and the pretrained catalog
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
+import shutil
 import os
 import time
 from pathlib import Path
@@ -19,14 +19,14 @@ import yaml
 from fakehub import FakeHub
 
 import zoo
-from zoo import _hub_folder as hub_folder
 from zoo import hub
 from zoo._hub_card import read_front_matter
 from zoo.errors import HubError, PluginError, WeightsError
 from zoo.hookspecs import hookimpl
 from zoo.plugins.pretrained import catalogue
+from zoo.recipe import load_recipe
 from zoo.registry import build_registry, set_registry
-from zoo.weights import save_weights
+from zoo.weights import read_metadata, save_weights
 
 MOONS_RECIPE = {
     "name": "tiny_moons",
@@ -45,59 +45,6 @@ MOONS_RECIPE = {
     "gradient_mode": "exact",
     "train": {"epochs": 1, "lr": 1.0e-3},
 }
-SHAPE = (2,)
-
-
-# --- the recipe/assembly seam -----------------------------------------------------------------------
-# zoo.recipe is written in parallel; until it exists these stand-ins build the same FlowModel from the
-# registry, and the hub code runs unchanged through its `_load_recipe` / `_build_model` seams.
-
-HAVE_RECIPE = importlib.util.find_spec("zoo.recipe") is not None
-
-
-class _StandInRecipe(dict):
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(dict(self), sort_keys=False)
-
-
-def _stand_in_load_recipe(source):
-    data = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else dict(source)
-    return _StandInRecipe(data)
-
-
-def _stand_in_build_model(recipe, shape, n_bits):
-    from zoo.flow import FlowModel
-    from zoo.registry import get_registry
-
-    registry, layers = get_registry(), []
-    for entry in recipe["model"]["layers"]:
-        params = {k: v for k, v in entry.items() if k != "name"}
-        layers.append(registry.get("layers", entry["name"]).factory(tuple(shape), **params))
-    return FlowModel(layers, shape, n_bits=n_bits)
-
-
-def _stand_in_plugins_used(recipe):
-    from zoo.registry import get_registry
-
-    registry = get_registry()
-    infos = {p.name: p for p in registry.plugins}
-    used = {}
-    for entry in recipe["model"]["layers"]:
-        plugin = infos[registry.get("layers", entry["name"]).plugin]
-        used[plugin.name] = {"distribution": plugin.distribution, "version": plugin.version}
-    return used
-
-
-@pytest.fixture(autouse=True)
-def assembly(monkeypatch):
-    if not HAVE_RECIPE:
-        monkeypatch.setattr(hub_folder, "_load_recipe", _stand_in_load_recipe)
-        monkeypatch.setattr(hub_folder, "_build_model", _stand_in_build_model)
-        monkeypatch.setattr(hub_folder, "_plugins_used", _stand_in_plugins_used)
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
@@ -128,31 +75,29 @@ def _new_cache(monkeypatch, tmp_path, name):
     monkeypatch.setenv("HF_HOME", str(tmp_path / name))
 
 
-def make_run(folder: Path, recipe_data=MOONS_RECIPE, seed: int = 0) -> Path:
-    """A finished run folder, as `zoo run` writes it, with perturbed (non-trivial) weights."""
-    folder.mkdir(parents=True)
-    recipe = hub_folder._load_recipe(recipe_data)
-    model = hub_folder._build_model(recipe, SHAPE, None)
+def variant_of(run: Path, folder: Path, seed: int) -> Path:
+    """A copy of a run folder whose weights are perturbed: another model of the same recipe."""
+    shutil.copytree(run, folder)
+    _, model = hub.load_model_folder(folder)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=generator))
-    (folder / "recipe.yaml").write_text(recipe.to_yaml())
-    meta = {"zoo_version": zoo.__version__, "recipe_sha256": recipe.sha256, "input_shape": list(SHAPE), "n_bits": None}
-    save_weights(model, folder / "model.safetensors", meta)
-    (folder / "run.json").write_text(json.dumps({"input_shape": list(SHAPE), "n_bits": None}))
-    metrics = {"test_nll": 1.2345, "test_bpd": None, "best_epoch": 1, "epochs": 1}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    (folder / "samples").mkdir()
-    from PIL import Image
+    save_weights(model, folder / "model.safetensors", read_metadata(folder / "model.safetensors"))
+    return folder
 
-    Image.new("RGB", (4, 4), (255, 0, 0)).save(folder / "samples" / "final.png")
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A real `zoo run` of the tiny recipe (one epoch of two batches), made once per session."""
+    folder = tmp_path_factory.mktemp("runs") / "tiny_moons"
+    zoo.run(MOONS_RECIPE, out=folder, progress=False, log=lambda *args: None)
     return folder
 
 
 @pytest.fixture
-def run_dir(tmp_path):
-    return make_run(tmp_path / "runs" / "tiny_moons")
+def run_dir(trained_run, tmp_path):
+    return Path(shutil.copytree(trained_run, tmp_path / "runs" / "tiny_moons"))
 
 
 @pytest.fixture
@@ -202,7 +147,8 @@ def test_push_then_pull_into_empty_cache_gives_identical_log_prob(hub_env, run_d
     pulled = hub.pull("zoo-test/tiny-moons")
     assert pulled.repo_id == "zoo-test/tiny-moons" and pulled.revision == head
     assert pulled.folder == tmp_path / "empty_cache" / "hub" / "models--zoo-test--tiny-moons" / "snapshots" / head
-    assert pulled.metrics["test_nll"] == 1.2345 and pulled.recipe["name"] == "tiny_moons"
+    assert pulled.metrics == json.loads((run_dir / "metrics.json").read_text())
+    assert pulled.recipe["name"] == "tiny_moons"
     assert (pulled.folder / "sample.png").is_file() and (pulled.folder / "README.md").is_file()
 
     model = zoo.from_pretrained("zoo-test/tiny-moons")
@@ -210,7 +156,7 @@ def test_push_then_pull_into_empty_cache_gives_identical_log_prob(hub_env, run_d
     assert not model.training
     with torch.no_grad():
         assert torch.equal(model.log_prob(points), local.log_prob(points))
-    assert config["recipe_sha256"] == hub_folder._load_recipe(run_dir / "recipe.yaml").sha256
+    assert config["recipe_sha256"] == load_recipe(run_dir / "recipe.yaml").sha256 == pulled.metrics["recipe_sha256"]
 
 
 def test_from_pretrained_accepts_a_local_run_folder(run_dir, points):
@@ -223,7 +169,7 @@ def test_from_pretrained_accepts_a_local_run_folder(run_dir, points):
 
 def test_push_to_a_new_branch_leaves_main_alone(hub_env, run_dir, tmp_path, points):
     hub.push(run_dir, "zoo-test/branchy")
-    other = make_run(tmp_path / "runs" / "other", seed=5)
+    other = variant_of(run_dir, tmp_path / "runs" / "other", seed=5)
     hub.push(other, "zoo-test/branchy", revision="v2")
     main, v2 = hub_env.head("zoo-test/branchy"), hub_env.head("zoo-test/branchy", "v2")
     assert main != v2
@@ -275,7 +221,7 @@ def _published(hub_env, run_dir, repo="zoo-test/pinned"):
 def test_catalogue_name_pulls_the_pinned_commit(hub_env, run_dir, with_catalogue, points):
     with_catalogue(_published(hub_env, run_dir))
     pinned = hub_env.head("zoo-test/pinned")
-    hub.push(make_run(run_dir.parent / "later", seed=9), "zoo-test/pinned")  # main moves on
+    hub.push(variant_of(run_dir, run_dir.parent / "later", seed=9), "zoo-test/pinned")  # main moves on
     pulled = hub.pull("tiny-moons")
     assert pulled.revision == pinned
     with torch.no_grad():
@@ -398,7 +344,8 @@ def test_model_card_front_matter_has_the_required_keys(hub_env, run_dir):
     assert meta["library_name"] == "zoo" and meta["license"] == "mit"
     assert {"normalizing-flows", "zoo"} <= set(meta["tags"]) and meta["datasets"] == ["moons"]
     metrics = meta["model-index"][0]["results"][0]["metrics"]
-    assert {"type": "nll", "value": 1.2345, "name": "Test NLL (nats)"} in metrics
+    test_nll = json.loads((run_dir / "metrics.json").read_text())["test_nll"]
+    assert {"type": "nll", "value": round(test_nll, 6), "name": "Test NLL (nats)"} in metrics
     assert not any(m["type"] == "bits_per_dim" for m in metrics)  # 2-D data: no bits/dim
     assert "zoo pull zoo-test/card" in text and 'zoo.from_pretrained("zoo-test/card")' in text
     assert "zoo sample zoo-test/card" in text and "![samples](sample.png)" in text
