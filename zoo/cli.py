@@ -87,8 +87,28 @@ def cmd_list(args) -> int:
         width = max((len(c.name) for c in components), default=0)
         for c in components:
             print(f"  {c.name:<{width}}  {c.summary}  [{c.plugin}]")
+            if args.verbose:
+                _print_details(c)
         print()
     return 0
+
+
+def _print_details(component) -> None:
+    """The full docstring and the parameters (type, default) of a component."""
+    import inspect
+    import textwrap
+
+    doc = inspect.getdoc(component.factory) or ""
+    body = "\n".join(doc.splitlines()[1:]).strip()
+    if body:
+        print(textwrap.indent(body, "      "))
+    properties = (component.params_schema or {}).get("properties", {})
+    required = set((component.params_schema or {}).get("required", []))
+    for name, prop in properties.items():
+        kind = prop.get("type") or ("one of " + ", ".join(map(str, prop["enum"])) if "enum" in prop else "any")
+        default = "required" if name in required else f"default {prop.get('default')!r}"
+        print(f"      - {name}: {kind}, {default}")
+    print()
 
 
 def _list_models(registry, pattern) -> int:
@@ -238,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples: zoo list; zoo list layers 'coup*'; zoo list models")
     p.add_argument("kind", nargs="?", help="layers | datasets | losses | gradient_modes | models")
     p.add_argument("pattern", nargs="?", help="fnmatch filter on names, e.g. 'coup*'")
+    p.add_argument("-v", "--verbose", action="store_true", help="full descriptions and parameters")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("plugins", help="show plugins, their versions and components, and broken ones")
