@@ -194,13 +194,13 @@ def _problems_of(error, base: Path, owner: str, allowed_hint: list[str] | None) 
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
         extra = [k for k in error.instance if k not in allowed]
-        what = f"parameter of {owner}" if owner else "key"
+        what, whose = ("parameter", f" of {owner}") if owner else ("key", "")
         out = []
         for key in extra:
             close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.5)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             listed = ", ".join(allowed) if allowed else "none"
-            out.append(Problem(path + (key,), f"unknown {what} {key!r}.{hint} Allowed: {listed}."))
+            out.append(Problem(path + (key,), f"unknown {what} {key!r}{whose}.{hint} Allowed: {listed}."))
         return out
     message = error.message
     if owner:

@@ -2,9 +2,9 @@
 
 ``load_marked(text, file)`` parses with PyYAML's ``SafeLoader`` (no object construction, so the
 ``yaml.safe_load`` guarantees hold), refuses duplicate keys, and returns the data together with a
-*source map*: ``{path: Mark}`` for every mapping key and list item, ``path`` being a tuple of keys
-and indices (``("model", "layers", 1, "hidden")``) and the mark the 1-based line and column of the
-value's node. Recipe errors point at these marks.
+*source map*: ``{path: Mark}`` for every mapping value and list item, ``path`` being a tuple of
+keys and indices (``("model", "layers", 1, "hidden")``) and the mark the 1-based line and column of
+the value (of its key when the value is a block starting on a later line). Recipe errors point at these marks.
 
 Two deliberate departures from plain ``safe_load``: dates stay strings (a recipe is JSON data, and
 ``paper: 2021-05-01`` should not become a ``datetime``), and non-string mapping keys are refused.
@@ -121,7 +121,9 @@ def _check_and_mark(
                     f"(first at line {seen[key].line}); a mapping may name a key once"
                 )
             seen[key] = mark_of(key_node, file)
-            marks[path + (key,)] = mark_of(value_node, file)
+            value_mark = mark_of(value_node, file)
+            # a value on the key's line is marked where it starts; a block below its key, at the key
+            marks[path + (key,)] = value_mark if value_mark.line == seen[key].line else seen[key]
             _check_and_mark(loader, value_node, path + (key,), file, marks, active)
 
 
