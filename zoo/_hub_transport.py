@@ -218,6 +218,8 @@ def hub_error(
             )
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return HubError(f"{where}: the Hub at {endpoint} answered an error ({first_line}). Try again later.")
+    if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError)):
+        return HubError(f"{where}: could not write it to the cache {hub_cache_dir()} ({exc}); check that folder")
     return HubError(
         f"cannot reach the Hub at {endpoint} for {where} ({type(exc).__name__}: {exc}). "
         "Check your connection or ZOO_HUB_ENDPOINT."
