@@ -325,6 +325,16 @@ def test_missing_key_points_at_the_closest_parent(load, tmp_path):
     assert errors_of(excinfo) == [f"{tmp_path / 'r.yaml'}:3:1  $.model: 'layers' is a required property"]
 
 
+def test_missing_required_top_level_keys_point_at_the_document(load, tmp_path):
+    with pytest.raises(RecipeError) as excinfo:
+        load(write(tmp_path, "# no name, no dataset\nmodel: {layers: [flip]}\n"))
+    assert str(excinfo.value).splitlines()[0].endswith("r.yaml: 3 errors")
+    lines = errors_of(excinfo)
+    assert f"{tmp_path / 'r.yaml'}:2:1  $: 'name' is a required property" in lines
+    assert f"{tmp_path / 'r.yaml'}:2:1  $: 'dataset' is a required property" in lines
+    assert any("$.model.layers[0]: 'flip' is not of type 'object'" in line for line in lines)
+
+
 def test_unknown_top_level_and_train_keys_suggest_the_right_ones(load, tmp_path):
     with pytest.raises(RecipeError) as excinfo:
         load(write(tmp_path, MINIMAL + "trian: {}\ntrain: {epochz: 3}\n"))
@@ -409,6 +419,8 @@ def test_malformed_overrides(load):
         load(HERE / "child.yaml", "train.epochs")
     with pytest.raises(RecipeError, match="empty key segment"):
         load(HERE / "child.yaml", "train..epochs=2")
+    with pytest.raises(RecipeError, match="`extends:` is resolved before overrides"):
+        load(HERE / "child.yaml", "extends=other.yaml")
     with pytest.raises(RecipeError, match="is a list; use an index"):
         load(HERE / "child.yaml", "model.layers.first=2")
 

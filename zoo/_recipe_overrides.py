@@ -38,6 +38,11 @@ def apply_overrides(
         keys = dotted.split(".")
         if any(k == "" for k in keys):
             raise RecipeError(f"override {text!r}: empty key segment in {dotted!r}")
+        if keys[0] == "extends":  # merged and removed before overrides apply
+            raise RecipeError(
+                f"override {text!r}: `extends:` is resolved before overrides; edit the recipe file "
+                "or override the keys themselves"
+            )
         if op == "~":
             path = _delete(data, keys, text)
             for p in [p for p in set_paths if p[: len(path)] == path]:
