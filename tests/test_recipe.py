@@ -186,6 +186,10 @@ def test_anchors_aliases_and_merge_keys(load, tmp_path):
         "paper: 2021-05-01\n"                  # dates stay strings
     )))
     assert recipe["model"]["layers"][2] == {"name": "coupling", "hidden": 5}
+    # an override of one place an alias is used leaves the other places alone
+    changed = load(tmp_path / "r.yaml", "model.layers.0.layers.0.hidden=9")
+    assert changed["model"]["layers"][0]["layers"][0]["hidden"] == 9
+    assert changed["model"]["layers"][1]["layers"][0]["hidden"] == 4
     assert recipe["paper"] == "2021-05-01"
 
 

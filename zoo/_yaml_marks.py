@@ -89,7 +89,17 @@ def load_marked(text: str, file: str) -> tuple[Any, dict[Path, Mark]]:
     finally:
         loader.dispose()
     _check_json_data(data, (), marks, file)
-    return data, marks
+    return _unshared(data), marks
+
+
+def _unshared(value: Any) -> Any:
+    """A copy with no shared parts: a YAML alias (`*step`) constructs the *same* list at each
+    place, so an override of one place would silently change the others."""
+    if isinstance(value, dict):
+        return {key: _unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshared(item) for item in value]
+    return value
 
 
 def _check_and_mark(
