@@ -409,6 +409,14 @@ def test_plus_adds_and_tilde_deletes(load):
         load(HERE / "child.yaml", "+dataset.colour=red")
 
 
+def test_deleting_a_list_item_keeps_the_marks_of_the_others(load):
+    with pytest.raises(RecipeError) as excinfo:
+        load(HERE / "many_errors.yaml", "~model.layers.0", "name=ok")
+    lines = errors_of(excinfo)
+    assert len(lines) == 3
+    assert "many_errors.yaml:7:14  $.model.layers[0].name: unknown layer 'coupleing'" in lines[1]
+
+
 def test_bad_override_value_is_reported_at_the_command_line(load):
     with pytest.raises(RecipeError) as excinfo:
         load(HERE / "child.yaml", "train.epochs=many", "model.layers.0.hidden=[1")

@@ -25,10 +25,11 @@ KnownKeys = Callable[[Any, Path], set]
 
 
 def apply_overrides(
-    data: dict, overrides: Sequence[str], known_keys: KnownKeys
+    data: dict, overrides: Sequence[str], known_keys: KnownKeys, file_marks: dict[Path, Mark]
 ) -> tuple[dict, dict[Path, Mark]]:
     """Apply each override in order to ``data`` (modified in place); return it and the marks of
-    the values that came from the command line, keyed by the path each override set."""
+    the values that came from the command line, keyed by the path each override set.
+    ``file_marks`` (the source map) is kept in step when a deletion shifts a list."""
     set_paths: dict[Path, Mark] = {}
     for index, text in enumerate(overrides):
         mark = Mark(COMMAND_LINE, index + 1, 1, note=text)
@@ -45,12 +46,27 @@ def apply_overrides(
             )
         if op == "~":
             path = _delete(data, keys, text)
-            for p in [p for p in set_paths if p[: len(path)] == path]:
-                del set_paths[p]
+            for marks in (set_paths, file_marks):
+                _forget(marks, path)
             continue
         path = _assign(data, keys, value, op == "+", text, known_keys)
         set_paths[path] = mark
     return data, set_paths
+
+
+def _forget(marks: dict[Path, Mark], deleted: Path) -> None:
+    """Drop the marks below a deleted path; after a deleted list item, move the marks of the
+    items that follow it down by one index, as the items themselves moved."""
+    parent, last = deleted[:-1], deleted[-1]
+    depth = len(parent)
+    moved = {}
+    for path in list(marks):
+        if path[: depth + 1] == deleted:
+            del marks[path]
+        elif isinstance(last, int) and path[:depth] == parent and len(path) > depth \
+                and isinstance(path[depth], int) and path[depth] > last:
+            moved[parent + (path[depth] - 1,) + path[depth + 1:]] = marks.pop(path)
+    marks.update(moved)
 
 
 def _parse(text: str) -> tuple[str, str, Any]:

@@ -212,7 +212,7 @@ def load_recipe(
 
     if overrides:
         data, cli_marks = apply_overrides(
-            data, list(overrides), lambda d, p: validation.known_keys(d, p, registry)
+            data, list(overrides), lambda d, p: validation.known_keys(d, p, registry), marks
         )
         marks = _remap(data, [(marks, None), (cli_marks, "prefix")])
 
