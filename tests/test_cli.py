@@ -105,7 +105,7 @@ def test_unknown_component_with_suggestion(capsys, tiny):
 def test_yaml_syntax_error_names_line_and_column(capsys, tiny, tmp_path):
     tiny.write_text(TINY.replace("train: {epochs: 2", "train: {epochs: [2"))
     code, _, err = zoo(capsys, "run", tiny, "--out", tmp_path / "never")
-    one_clear_error(code, err, "tiny.yaml:8:")
+    one_clear_error(code, err, "tiny.yaml:9:31")
     assert not (tmp_path / "never").exists()
 
 
