@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -140,9 +141,11 @@ def test_every_component_has_summary_and_valid_schema():
 def installed_example(tmp_path_factory):
     """The example plugin installed for real with pip into a private target folder."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "zoo-example-plugin"
+    shutil.copytree(EXAMPLE, source)  # the build leaves files beside the sources: not in the repo
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), str(source)],
         check=True,
         capture_output=True,
     )

@@ -277,6 +277,19 @@ class AffineCoupling(nn.Module):
         return torch.cat([x1, (z2 - t) * torch.exp(-log_s)], dim=1)
 
 
+# The SNF layers (`coupling`, `split_prior`) take one parameter, the network width.
+WIDTH_EXAMPLES = [
+    {"shape": (2,), "params": {"width": 8}},
+    {"shape": (2, 4, 4), "params": {"width": 4}},
+    {"shape": (3, 2, 6), "params": {"width": 4}},
+]
+WIDTH_PARAMS_SCHEMA = {
+    "type": "object",
+    "properties": {"width": {"type": "integer", "minimum": 1, "default": 512}},
+    "additionalProperties": False,
+}
+
+
 class Coupling(AffineCoupling):
     """SNF's Glow coupling: log s = 2 tanh(h/2), width-512 conv net (arXiv 2011.07248, 1807.03039).
 
@@ -285,16 +298,8 @@ class Coupling(AffineCoupling):
     Conv3x3(w -> C) times exp(3 logs). z2 = x2 exp(log s) + t, ``logdet = sum(log s)``.
     """
 
-    examples = [
-        {"shape": (2,), "params": {"width": 8}},
-        {"shape": (2, 4, 4), "params": {"width": 4}},
-        {"shape": (3, 2, 6), "params": {"width": 4}},
-    ]
-    params_schema = {
-        "type": "object",
-        "properties": {"width": {"type": "integer", "minimum": 1, "default": 512}},
-        "additionalProperties": False,
-    }
+    examples = WIDTH_EXAMPLES
+    params_schema = WIDTH_PARAMS_SCHEMA
 
     def __init__(self, shape: Sequence[int], width: int = 512):
         nn.Module.__init__(self)
@@ -361,16 +366,8 @@ class SplitPrior(nn.Module):
     ``split`` the factored part's prior is fixed; the coupling makes it depend on x1.
     """
 
-    examples = [
-        {"shape": (2,), "params": {"width": 8}},
-        {"shape": (2, 4, 4), "params": {"width": 4}},
-        {"shape": (3, 2, 6), "params": {"width": 4}},
-    ]
-    params_schema = {
-        "type": "object",
-        "properties": {"width": {"type": "integer", "minimum": 1, "default": 512}},
-        "additionalProperties": False,
-    }
+    examples = WIDTH_EXAMPLES
+    params_schema = WIDTH_PARAMS_SCHEMA
 
     def __init__(self, shape: Sequence[int], width: int = 512):
         super().__init__()
