@@ -91,3 +91,13 @@ def test_registered(registry):
     component = registry.get("layers", "emerging_conv")
     assert component.factory is EmergingConv
     assert component.params_schema["properties"] == {}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_initial_inverse_is_stable_on_full_mnist_size(seed):
+    """At init the inverse (an IIR filter over 28 + 28 diagonals) must not blow up round-off."""
+    torch.manual_seed(seed)
+    layer = EmergingConv((1, 28, 28)).double()
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(layer.inverse(layer(x)[0]), x, atol=1e-10)

@@ -96,8 +96,9 @@ class InverseConv(nn.Module):
 
 
 class InverseConvUnit(nn.Module):
-    """Four inverse convolutions, orientations TL -> TR -> BL -> BR (the seed's Inv_FlowUnit,
-    Inverse-Flow arXiv 2410.14634): every pixel ends up depending on every other; ``logdet = 0``.
+    """Four inverse convolutions, orientations TL -> TR -> BL -> BR (Inverse-Flow, arXiv 2410.14634).
+
+    The seed's ``Inv_FlowUnit``: every pixel ends up depending on every other; ``logdet = 0``.
     """
 
     examples = [
