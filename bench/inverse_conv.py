@@ -114,7 +114,8 @@ def bench_shape(shape, batch, k, repeats, device) -> dict:
         row["dense_solve_ms"] = median_ms(dense_only_solve, dense_repeats, device)
         row["dense_fwd_bwd_ms"] = median_ms(dense_fb, dense_repeats, device)
     else:
-        row["dense_skipped"] = f"CHW = {n} > {DENSE_MAX_DIM}: the matrix alone is {n * n * 4 / 1e9:.1f} GB"
+        gigabytes = n * n * 4 / 1e9
+        row["dense_skipped"] = f"CHW = {n} > {DENSE_MAX_DIM}: the matrix is {gigabytes:.1f} GB"
 
     if height * width <= LOOP_MAX_PIXELS:
         kernel = wavefront.full_kernel(weight.detach(), True)
@@ -167,9 +168,9 @@ def print_table(rows) -> None:
         if "dense_fwd_bwd_ms" in row:
             shape = "x".join(map(str, row["shape"]))
             print(
-                f"{shape}: wavefront f+b is {row['dense_fwd_bwd_ms'] / row['wavefront_fwd_bwd_ms']:.1f}x "
-                f"faster than dense f+b, {row['wavefront_fwd_bwd_ms'] / row['conv_fwd_bwd_ms']:.1f}x "
-                "the plain conv f+b"
+                f"{shape}: wavefront f+b is "
+                f"{row['dense_fwd_bwd_ms'] / row['wavefront_fwd_bwd_ms']:.1f}x faster than dense, "
+                f"{row['wavefront_fwd_bwd_ms'] / row['conv_fwd_bwd_ms']:.1f}x the plain conv f+b"
             )
 
 

@@ -40,7 +40,7 @@ def triton_available() -> bool:
 
 
 def resolve_backend(x: torch.Tensor, backend: str | None) -> Backend:
-    """The backend to run on ``x``: the requested one after checks, or the default for its device."""
+    """The backend for ``x``: the requested one (checked), or the default for its device."""
     if backend is None:
         return "triton" if x.is_cuda and triton_available() else "torch"
     if backend not in BACKENDS:
@@ -102,7 +102,7 @@ def inverse_conv(
     unit_diagonal: bool = True,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """``z = T(K)^-1 x`` for ``x`` (B, C, H, W) and ``weight`` (C, C, k, k); differentiable in both."""
+    """``z = T(K)^-1 x`` for ``x`` (B, C, H, W), ``weight`` (C, C, k, k); differentiable in both."""
     return InverseConvFunction.apply(x, weight, unit_diagonal, resolve_backend(x, backend))
 
 

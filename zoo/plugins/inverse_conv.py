@@ -74,14 +74,16 @@ class InverseConv(nn.Module):
         channels = _check_image("inverse_conv", shape)
         if orientation not in ORIENTATIONS:
             raise RecipeError(
-                f"inverse_conv: param orientation must be one of {ORIENTATIONS}; got {orientation!r}"
+                f"inverse_conv: param orientation must be one of {ORIENTATIONS}; "
+                f"got {orientation!r}"
             )
         self.out_shape = shape
         self.kernel_size = kernel_size
         self.orientation = orientation
         self._flip = _FLIP_DIMS[orientation]
         self.backend: str | None = None  # None: Triton on CUDA, the PyTorch twin on CPU
-        self.weight = nn.Parameter(INIT_SCALE * torch.randn(channels, channels, kernel_size, kernel_size))
+        taps = torch.randn(channels, channels, kernel_size, kernel_size)
+        self.weight = nn.Parameter(INIT_SCALE * taps)
 
     def _oriented(self, t: torch.Tensor) -> torch.Tensor:
         return t.flip(self._flip) if self._flip else t
@@ -96,7 +98,7 @@ class InverseConv(nn.Module):
 
 
 class InverseConvUnit(nn.Module):
-    """Four inverse convolutions, orientations TL -> TR -> BL -> BR (Inverse-Flow, arXiv 2410.14634).
+    """Four inverse convolutions, orientations TL, TR, BL, BR (Inverse-Flow, arXiv 2410.14634).
 
     The seed's ``Inv_FlowUnit``: every pixel ends up depending on every other; ``logdet = 0``.
     """

@@ -7,8 +7,9 @@ Self Normalizing Flows code (``emerging.Emerging``), the layer is::
 
     conv1x1 -> AR conv -> flip(H, W) -> AR conv -> flip(H, W)
 
-Each AR conv is 2x2 and causal: ``z[c, p] = sum_{kc, (i, j) in {0,1}^2} K[c, kc, i, j] x[kc, p - (i, j)]``
-with the current-pixel tap lower-triangular in channels, diagonal ``exp(log_diag)`` (never zero).
+Each AR conv is 2x2 and causal,
+``z[c, p] = sum_{kc, (i, j) in {0,1}^2} K[c, kc, i, j] x[kc, p - (i, j)]``, with the
+current-pixel tap lower-triangular in channels and diagonal ``exp(log_diag)`` (never zero).
 Density direction: two convolutions, ``logdet = H W (log|det W_1x1| + sum log_diag_1 + sum
 log_diag_2)``. Sampling direction: the anti-diagonal wavefront solve shared with Inverse-Flow
 (``zoo.kernels``), H + W - 1 parallel steps instead of a per-pixel loop.
@@ -68,11 +69,12 @@ class SquareAutoregressiveConv(nn.Module):
 
 
 class EmergingConv(nn.Module):
-    """Emerging convolution: 1x1 conv + two opposite 2x2 AR convs (Hoogeboom+ 2019, arXiv 1901.11137).
+    """Emerging convolution: 1x1 conv + two opposite 2x2 AR convs (arXiv 1901.11137).
 
-    The two autoregressive convolutions point to opposite corners; the logdet is exact and the
-    inverse is the anti-diagonal wavefront solve. The 1x1 convolution is LU-parameterised (``conv1x1`` with ``lu=True``). Takes no params: the
-    channel count comes from the input shape (C, H, W).
+    The two autoregressive convolutions (Hoogeboom et al. 2019) point to opposite corners; the
+    logdet is exact and the inverse is the anti-diagonal wavefront solve. The 1x1 convolution is
+    LU-parameterised (``conv1x1`` with ``lu=True``). Takes no params: the channel count comes from
+    the input shape (C, H, W).
     """
 
     examples = [
