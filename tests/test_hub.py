@@ -382,3 +382,23 @@ def test_shipped_catalogue_lists_the_glow_celeba_models():
     assert found["glow-celeba-3x32"]["published"] is False
     rows = {r["name"]: r for r in hub.list_models()}
     assert rows["glow-celeba-3x24"]["published"] is False and rows["glow-celeba-3x24"]["summary"]
+
+
+def test_cli_round_trip_push_pull_sample_eval(hub_env, run_dir, tmp_path, monkeypatch, capsys):
+    """The user's path: `zoo push`, `zoo pull` into an empty cache, then `zoo sample` and
+    `zoo eval` by repo id, all through the command line against the local Hub."""
+    from zoo.cli import main
+
+    assert main(["push", str(run_dir), "--repo-id", "someone/tiny-moons"]) == 0
+    assert "someone/tiny-moons" in capsys.readouterr().out
+    _new_cache(monkeypatch, tmp_path, "cli_cache")
+    assert main(["pull", "someone/tiny-moons"]) == 0
+    pulled = capsys.readouterr().out
+    assert "files in" in pulled and "test_nll" in pulled
+    out_png = tmp_path / "density.png"
+    assert main(["sample", "someone/tiny-moons", "--out", str(out_png)]) == 0
+    assert out_png.is_file()
+    assert main(["eval", "someone/tiny-moons"]) == 0
+    assert "test NLL" in capsys.readouterr().out
+    assert main(["pull", "someone/no-such-repo"]) == 2
+    assert "no-such-repo" in capsys.readouterr().err
