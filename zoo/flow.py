@@ -60,6 +60,32 @@ def factors_out(layer: nn.Module) -> bool:
     return hasattr(layer, "factor") and hasattr(layer, "unfactor")
 
 
+class FactorOut(nn.Module):
+    """Base of layers that keep the first ``kept`` channels and factor out the rest.
+
+    Subclasses implement ``factor(x) -> (x1, z2, logdet)`` (a bijection x -> (x1, z2) and its
+    log|det|) and ``unfactor(x1, z2) -> x``; this class gives the layer contract's ``forward``
+    (the log-density of z2 under N(0, I) added to logdet) and ``inverse`` (z2 sampled with
+    standard deviation ``temperature``).
+    """
+
+    def __init__(self, shape: Sequence[int], kept: int):
+        super().__init__()
+        shape = tuple(shape)
+        self.kept_channels = kept
+        self.out_shape = (kept, *shape[1:])
+        self.factored_shape = (shape[0] - kept, *shape[1:])
+        self.temperature = 1.0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x1, z2, logdet = self.factor(x)
+        return x1, logdet + standard_normal_log_prob(z2)
+
+    def inverse(self, x1: torch.Tensor) -> torch.Tensor:
+        z2 = torch.randn(x1.shape[0], *self.factored_shape, device=x1.device, dtype=x1.dtype)
+        return self.unfactor(x1, z2 * self.temperature)
+
+
 class FlowModel(nn.Module):
     """A normalizing flow: ``layers`` applied in order map data x to latent z.
 

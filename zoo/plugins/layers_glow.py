@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import RecipeError, ShapeError
-from zoo.flow import standard_normal_log_prob
+from zoo.flow import FactorOut
 from zoo.hookspecs import hookimpl
 
 # --- shared pieces -----------------------------------------------------------------------------
@@ -309,13 +309,13 @@ class Coupling(AffineCoupling):
 # --- factoring layers (multi-scale) ------------------------------------------------------------
 
 
-class Split(nn.Module):
+class Split(FactorOut):
     """Glow's split with a learned conditional prior on the factored half (arXiv 1807.03039).
 
     x1 (the first C // 2 channels) continues through the flow; a zero-initialised 3x3 conv of x1
     (a linear layer for vectors) gives m = h[:, 0::2] and logs = h[:, 1::2], and
     z2 = (x2 - m) exp(-logs) goes to the N(0, I) base. ``factor`` returns ``(x1, z2, -sum(logs))``;
-    ``forward`` adds ``log N(z2; 0, I)``. ``inverse(x1)`` samples z2 ~ N(0, temperature^2).
+    ``forward`` (from ``FactorOut``) adds ``log N(z2; 0, I)``; ``inverse(x1)`` samples z2 ~ N(0, temperature^2).
     """
 
     examples = [
@@ -326,13 +326,8 @@ class Split(nn.Module):
     ]
 
     def __init__(self, shape: Sequence[int]):
-        super().__init__()
-        shape = tuple(shape)
-        kept, factored = _channel_halves("split", shape)
-        self.kept_channels = kept
-        self.out_shape = (kept, *shape[1:])
-        self.factored_shape = (factored, *shape[1:])
-        self.temperature = 1.0  # the standard deviation of z2 in `inverse` (sampling)
+        kept, factored = _channel_halves("split", tuple(shape))
+        super().__init__(shape, kept)
         self.prior = ZeroInitOutput(kept, 2 * factored, image=len(shape) == 3)
 
     def mean_and_log_scale(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,16 +344,8 @@ class Split(nn.Module):
         mean, log_scale = self.mean_and_log_scale(x1)
         return torch.cat([x1, mean + torch.exp(log_scale) * z2], dim=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x1, z2, logdet = self.factor(x)
-        return x1, logdet + standard_normal_log_prob(z2)
 
-    def inverse(self, x1: torch.Tensor) -> torch.Tensor:
-        z2 = torch.randn(x1.shape[0], *self.factored_shape, device=x1.device, dtype=x1.dtype)
-        return self.unfactor(x1, z2 * self.temperature)
-
-
-class SplitPrior(nn.Module):
+class SplitPrior(FactorOut):
     """SNF's split prior: a coupling, then x2 factored out to N(0, I) (arXiv 2011.07248).
 
     ``factor(x)`` runs the coupling (x1 unchanged, x2 -> x2 exp(log s(x1)) + t(x1)) and returns
@@ -370,13 +357,8 @@ class SplitPrior(nn.Module):
     params_schema = WIDTH_PARAMS_SCHEMA
 
     def __init__(self, shape: Sequence[int], width: int = 512):
-        super().__init__()
-        shape = tuple(shape)
-        kept, factored = _channel_halves("split_prior", shape)
-        self.kept_channels = kept
-        self.out_shape = (kept, *shape[1:])
-        self.factored_shape = (factored, *shape[1:])
-        self.temperature = 1.0  # the standard deviation of x2 in `inverse` (sampling)
+        kept, _ = _channel_halves("split_prior", tuple(shape))
+        super().__init__(shape, kept)
         self.coupling = Coupling(shape, width=width)
 
     def factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -385,14 +367,6 @@ class SplitPrior(nn.Module):
 
     def unfactor(self, x1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return self.coupling.inverse(torch.cat([x1, z2], dim=1))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x1, z2, logdet = self.factor(x)
-        return x1, logdet + standard_normal_log_prob(z2)
-
-    def inverse(self, x1: torch.Tensor) -> torch.Tensor:
-        z2 = torch.randn(x1.shape[0], *self.factored_shape, device=x1.device, dtype=x1.dtype)
-        return self.unfactor(x1, z2 * self.temperature)
 
 
 @hookimpl
