@@ -25,8 +25,17 @@ def grads(layer, x, reduce="mean"):
     x = x.clone().requires_grad_(True)
     nll(layer, x, reduce).backward()
     out = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
+    if "inverse_weight_t" in out:  # FC stores R transposed: report the gradient of R itself
+        out["inverse_weight"] = out.pop("inverse_weight_t").t()
     out["x"] = x.grad.clone()
     return out
+
+
+def r_grad(layer):
+    """The gradient of R, whichever way the layer stores it."""
+    if hasattr(layer, "inverse_weight_t"):
+        return layer.inverse_weight_t.grad.t().clone()
+    return layer.inverse_weight.grad.clone()
 
 
 def fc_layer(dim=4, seed=0, bias=True):
@@ -162,7 +171,7 @@ def recon_grads(layer, x, symmetric):
     layer(x)
     layer.zero_grad(set_to_none=True)
     layer.reconstruction_loss(symmetric=symmetric).mean().backward()
-    return layer.weight.grad.clone(), layer.inverse_weight.grad.clone()
+    return layer.weight.grad.clone(), r_grad(layer)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])

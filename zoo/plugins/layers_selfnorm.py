@@ -187,17 +187,20 @@ class SelfNormFC(ExactFC):
 
     Training with ``self_normalized = True``: logdet reported as 0, gradients
     ``dW = 1/2 (g xᵀ - Rᵀ)``, ``dR = 1/2 (-(Wᵀ g) zᵀ + Wᵀ)`` (batch-mean NLL). Otherwise exact.
-    ``inverse``: exact (``fast_inverse = True``: ``R (z - b)``). R starts as Wᵀ.
+    ``inverse``: exact (``fast_inverse = True``: ``R (z - b)``). R starts as Wᵀ and is stored
+    transposed, as the parameter ``inverse_weight_t``; ``inverse_weight`` is R.
     """
 
     layer_name = "selfnorm_fc"
 
     def __init__(self, shape: Sequence[int], bias: bool = True):
         super().__init__(shape, bias=bias)
-        # R is stored column-major (R.t() contiguous): the self-normalized gradients add R^T to
-        # dW and W^T to dR^T, and a transposed (D, D) pass costs as much as a matrix product.
-        # Any layout is correct (load_state_dict, .to() keep this one); this one is fast.
-        self.inverse_weight = nn.Parameter(self.weight.detach().clone().t())
+        # The parameter is R^T, contiguous; R is its transposed (column-major) view. The
+        # self-normalized gradients add R^T to dW and W^T to dR^T: with this layout both adds are
+        # contiguous (a transposed (D, D) pass costs as much as a matrix product), and the
+        # optimizer still sees a contiguous parameter (fused Adam is several times slower on a
+        # strided one).
+        self.inverse_weight_t = nn.Parameter(self.weight.detach().clone())
         self.self_normalized = False
         self.fast_inverse = False
         # set by the gradient mode when reconstruction_loss(symmetric=False) will follow each
@@ -205,6 +208,11 @@ class SelfNormFC(ExactFC):
         self.fuse_reconstruction = False
         self._saved_input: torch.Tensor | None = None
         self._fused_recon: torch.Tensor | None = None
+
+    @property
+    def inverse_weight(self) -> torch.Tensor:
+        """R, the learned inverse of the weight (a view of the parameter ``inverse_weight_t``)."""
+        return self.inverse_weight_t.t()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._fused_recon = None
