@@ -342,3 +342,30 @@ def test_fused_reconstruction_gives_the_same_values_and_gradients(bias):
     torch.testing.assert_close(gx1, gx0)
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name])
+
+
+@pytest.mark.parametrize("make", [lambda: fc_layer(dim=5), lambda: conv_layer()], ids=["fc", "conv"])
+def test_eval_logdet_is_fresh_after_a_fused_optimizer_step(make):
+    """Fused Adam updates in place without bumping _version: the cache must still notice."""
+    from zoo.assemble import build_optimizer
+
+    layer = make()
+    x = torch.randn(4, *layer.out_shape, dtype=DTYPE)
+    layer.eval()
+    with torch.no_grad():
+        before = layer(x)[1]  # fills the cache
+    layer.train()
+    optimizer = build_optimizer(layer, {"lr": 0.05})
+    nll(layer, x).backward()
+    optimizer.step()
+    layer.eval()
+    with torch.no_grad():
+        after = layer(x)[1]
+    clone = make()  # the same weights in a fresh layer: no cache
+
+    clone.load_state_dict(layer.state_dict())
+    clone.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(after, clone(x)[1])
+    assert not torch.allclose(after, before)
+

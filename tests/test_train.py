@@ -125,3 +125,23 @@ def test_weights_with_other_shapes_are_refused(tmp_path):
     (result.folder / "recipe.yaml").write_text(text)
     with pytest.raises(WeightsError, match="shapes differ"):
         load_run(result.folder)
+
+
+def test_logged_validation_nll_is_that_of_the_saved_model(tmp_path):
+    """With layers that cache their exact log-determinant (self-normalizing ones) and the fused
+    optimizer, the validation NLL logged during training must be the saved model's."""
+    recipe = json.loads(json.dumps(MOONS))
+    recipe["model"]["layers"] = [
+        {"repeat": 3, "layers": [{"name": "selfnorm_fc"}, {"name": "smooth_leaky_relu"}]},
+        {"name": "selfnorm_fc"},
+    ]
+    recipe["gradient_mode"] = "self_normalized"
+    recipe["train"].update(epochs=3, lr=1e-2)
+    result = zoo.run(zoo.load_recipe(recipe), out=tmp_path / "run", progress=False, log=lambda *_: None)
+    last = json.loads((result.folder / "metrics.jsonl").read_text().splitlines()[-1])
+    recipe, model = load_run(result.folder)
+    from zoo.assemble import build_dataset
+    from zoo.train import evaluate, make_loaders
+
+    _, val, _ = make_loaders(build_dataset(recipe), recipe, seed=0)
+    assert evaluate(model, val, torch.device("cpu"))["nll"] == pytest.approx(last["val_nll"], rel=1e-5)

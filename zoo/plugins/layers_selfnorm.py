@@ -112,19 +112,31 @@ def _random_orthogonal_(weight: torch.Tensor) -> None:
 class ParameterCache:
     """Values derived from parameters (log|det|, LU factors), kept until a parameter changes.
 
-    A parameter changes in place (optimizer step, ``load_state_dict``) by bumping its
-    ``_version``, or is replaced (``.to()``, ``.double()``): both change the key. When autograd
-    needs the value's graph (grad enabled and a parameter requires grad) it is always recomputed,
-    so training gets the true gradient.
+    A parameter changes in place (``load_state_dict``, plain optimizers) by bumping its
+    ``_version``, or is replaced (``.to()``, ``.double()``): both change the key. Fused optimizers
+    update in place *without* bumping ``_version``, so the owner also calls ``invalidate()`` on
+    every training-mode forward (an optimizer step always follows one), as the seed did. When
+    autograd needs the value's graph (grad enabled and a parameter requires grad) it is always
+    recomputed, so training gets the true gradient.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, owner: nn.Module | None = None) -> None:
         self._store: dict[str, tuple[tuple, torch.Tensor]] = {}
+        self._generation = 0
+        if owner is not None:
+            owner.register_forward_pre_hook(self._invalidate_if_training)
+
+    def invalidate(self) -> None:
+        self._generation += 1
+
+    def _invalidate_if_training(self, module: nn.Module, args) -> None:
+        if module.training:
+            self.invalidate()
 
     def get(self, name: str, params: Sequence[torch.Tensor], compute: Callable[[], object]):
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return compute()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        key = (self._generation, *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
         hit = self._store.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]
@@ -161,7 +173,7 @@ class ExactFC(nn.Module):
             self.bias = nn.Parameter(torch.randn(dim) * noise_std)
         else:
             self.register_parameter("bias", None)
-        self._cache = ParameterCache()
+        self._cache = ParameterCache(owner=self)
 
     def _shifted(self, z: torch.Tensor) -> torch.Tensor:
         return z - self.bias if self.bias is not None else z
@@ -300,7 +312,7 @@ class ExactConv(nn.Module):
             self.bias = nn.Parameter(torch.randn(channels) * noise_std)
         else:
             self.register_parameter("bias", None)
-        self._cache = ParameterCache()
+        self._cache = ParameterCache(owner=self)
 
     def _shifted(self, z: torch.Tensor) -> torch.Tensor:
         return z - self.bias.view(1, -1, 1, 1) if self.bias is not None else z
