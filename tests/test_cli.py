@@ -147,3 +147,25 @@ def test_debug_shows_the_traceback(capsys, tiny):
     tiny.write_text(TINY.replace("affine_coupling", "nope"))
     code, _, err = zoo(capsys, "--debug", "run", tiny)
     assert code == 2 and "Traceback" in err
+
+
+def test_score_images_with_an_image_model(capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from data_writers import write_image_folder
+
+    write_image_folder(tmp_path / "data" / "animal-faces" / "train", {"cat": 8})
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
+    run_dir = tmp_path / "run"
+    code, _, err = zoo(capsys, "run", ROOT / "recipes" / "flow_models_anomaly.yaml", "train.epochs=1",
+                       "train.max_steps_per_epoch=1", "train.n_samples=2", "dataset.batch_size=4",
+                       "--out", run_dir, "--no-progress")
+    assert code == 0, err
+    picture = tmp_path / "odd.png"
+    Image.new("RGB", (40, 50), (250, 10, 10)).save(picture)
+    code, out, _ = zoo(capsys, "score", run_dir, picture)
+    assert code == 0
+    name, nats, bits = out.strip().split("\t")
+    assert name == str(picture) and float(nats.split()[0]) > 0 and "bits/dim" in bits
+    code, _, err = zoo(capsys, "score", run_dir, tmp_path / "missing.png")
+    one_clear_error(code, err, "missing.png")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from data_writers import write_celeba, write_cifar_binary, write_imagenet
+from data_writers import write_celeba, write_cifar_binary, write_image_folder, write_imagenet
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
@@ -31,6 +31,7 @@ FILE_DATA = {
     "imagenet32": (lambda d: write_imagenet(d, side=32, per_batch=2, n_val=2), ["dataset.n_val=2"]),
     "imagenet64": (lambda d: write_imagenet(d, side=64, per_batch=2, n_val=2), ["dataset.n_val=2"]),
     "celeba": (lambda d: write_celeba(d), []),
+    "image_folder": (lambda d: write_image_folder(d / "animal-faces" / "train", {"cat": 8, "dog": 4}), []),
 }
 
 
