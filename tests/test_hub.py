@@ -20,7 +20,7 @@ from fakehub import FakeHub
 
 import zoo
 from zoo import hub
-from zoo._hub_card import read_front_matter
+from zoo.hub._card import read_front_matter
 from zoo.errors import HubError, PluginError, WeightsError
 from zoo.hookspecs import hookimpl
 from zoo.plugins.pretrained import catalogue
@@ -325,7 +325,7 @@ def test_missing_plugins_are_named_with_the_package_to_install(run_dir):
 
 
 def test_push_reports_a_model_card_the_hub_refuses_and_a_commit_as_branch(hub_env, run_dir, monkeypatch):
-    import zoo._hub_card as card
+    import zoo.hub._card as card
 
     with pytest.raises(HubError, match="a push goes to a branch"):
         hub.push(run_dir, "zoo-test/card", revision="a" * 40)

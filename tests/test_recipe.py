@@ -85,7 +85,11 @@ class FakePlugin:
 
 @pytest.fixture(scope="module")
 def reg():
-    return build_registry(extra_plugins=[("testplugin", FakePlugin)], load_entry_points=False)
+    from zoo.plugins import bases
+
+    return build_registry(
+        extra_plugins=[("testplugin", FakePlugin), ("bases", bases)], load_entry_points=False
+    )
 
 
 @pytest.fixture
@@ -453,7 +457,7 @@ def test_composed_schema_is_valid_and_accepts_a_resolved_recipe(load, reg):
     messages = [e.message for e in validator.iter_errors(raw)]
     assert any("'coupleing' is not one of" in m for m in messages)
     assert any("'hiden' was unexpected" in m for m in messages)
-    assert schema["$defs"]["model"]["properties"]["base"]["enum"] == ["standard_normal"]
+    assert schema["$defs"]["component_base"]["then"]["enum"] == ["standard_normal"]
 
 
 def test_static_schema_describes_every_property():

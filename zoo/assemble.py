@@ -1,98 +1,155 @@
 """Recipe -> objects: dataset, model (shape carried layer to layer), loss, gradient mode, optimizer.
 
-Every component is looked up in the registry; a layer that cannot take the shape it is given is
-reported with its index and place in the recipe.
+Every component is looked up in the registry. A factory is plugin code: what it raises or returns
+is checked here, so a broken plugin ends in one PluginError naming the plugin, the component and
+the place in the recipe, and a layer that cannot take its input shape in a ShapeError.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from zoo.data import FlowDataset
-from zoo.errors import ShapeError, ZooError
-from zoo.flow import BASES, FlowModel
-from zoo.recipe import iter_layer_entries, normalize_component
-from zoo.registry import Registry, get_registry
-
-LOADER_KEYS = ("batch_size", "eval_batch_size")  # dataset keys for the loaders, not the factory
+from zoo.errors import PluginError, ShapeError, ZooError
+from zoo.flow import FlowModel
+from zoo.recipe import Recipe, load_recipe
+from zoo.registry import PLUGIN_FAILURES, KINDS, Registry, get_registry
 
 
-def _where(recipe: Mapping[str, Any]) -> str:
-    path = getattr(recipe, "path", None)
-    return str(path) if path else f"recipe {recipe.get('name', '<unnamed>')!r}"
+def as_recipe(recipe: Recipe | Mapping[str, Any]) -> Recipe:
+    """A mapping that is not yet a Recipe (an embedding caller's dict) is validated first."""
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
 
 
-def dataset_params(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    name, params = normalize_component(recipe["dataset"])
-    return name, {k: v for k, v in params.items() if k not in LOADER_KEYS}
+def call_factory(
+    recipe: Recipe, kind: str, name: str, where: str, call: Callable[[Callable], Any],
+    registry: Registry,
+) -> Any:
+    """``call(factory)`` for the component ``name`` of ``kind``, with plugin failures turned
+    into one PluginError. ZooErrors a factory raises on purpose (bad params) pass through."""
+    component = registry.get(kind, name)
+    component.check_usable(f"{recipe.where}: {where}")
+    try:
+        return call(component.factory)
+    except ZooError:
+        raise
+    except PLUGIN_FAILURES as exc:
+        raise PluginError(
+            f"{recipe.where}: {where}: the {KINDS[kind].singular} {name!r} of plugin "
+            f"{component.plugin!r} failed: {type(exc).__name__}: {exc}. This is a bug in that "
+            "plugin; report it to its authors, or pick another component."
+        ) from exc
 
 
-def build_dataset(recipe: Mapping[str, Any], registry: Registry | None = None) -> FlowDataset:
+def _wrong_return(value: Any, recipe: Recipe, kind: str, name: str, where: str,
+                  registry: Registry, wanted: str) -> PluginError:
+    plugin = registry.get(kind, name).plugin
+    return PluginError(
+        f"{recipe.where}: {where}: the {KINDS[kind].singular} {name!r} of plugin {plugin!r} "
+        f"returned a {type(value).__name__}, not {wanted}. This is a bug in that plugin."
+    )
+
+
+def dataset_params(recipe: Recipe | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return as_recipe(recipe).component("dataset")
+
+
+def build_dataset(recipe: Recipe | Mapping[str, Any], registry: Registry | None = None) -> FlowDataset:
     """The recipe's dataset, built by its plugin."""
-    registry = registry or get_registry()
-    name, params = dataset_params(recipe)
-    dataset = registry.get("datasets", name).factory(**params)
+    recipe, registry = as_recipe(recipe), registry or get_registry()
+    name, params = recipe.component("dataset")
+    dataset = call_factory(recipe, "datasets", name, "$.dataset", lambda f: f(**params), registry)
     if not isinstance(dataset, FlowDataset):
-        raise TypeError(f"dataset plugin {name!r} returned {type(dataset).__name__}, not FlowDataset")
+        raise _wrong_return(dataset, recipe, "datasets", name, "$.dataset", registry,
+                            "a zoo.data.FlowDataset")
     return dataset
 
 
-def data_shape(recipe: Mapping[str, Any], registry: Registry | None = None) -> tuple[tuple[int, ...], int | None]:
+def data_shape(
+    recipe: Recipe | Mapping[str, Any], registry: Registry | None = None
+) -> tuple[tuple[int, ...], int | None]:
     """The per-sample shape and bits of the recipe's data, without loading it when the dataset
     factory can tell (``factory.data_shape(**params) -> (shape, n_bits)``)."""
-    registry = registry or get_registry()
-    name, params = dataset_params(recipe)
+    recipe, registry = as_recipe(recipe), registry or get_registry()
+    name, params = recipe.component("dataset")
     factory = registry.get("datasets", name).factory
-    if hasattr(factory, "data_shape"):
-        shape, n_bits = factory.data_shape(**params)
-        return tuple(shape), n_bits
-    dataset = build_dataset(recipe, registry)
-    return tuple(dataset.shape), dataset.n_bits
+    if not hasattr(factory, "data_shape"):
+        dataset = build_dataset(recipe, registry)
+        return tuple(dataset.shape), dataset.n_bits
+    shape, n_bits = call_factory(
+        recipe, "datasets", name, "$.dataset", lambda f: f.data_shape(**params), registry
+    )
+    return tuple(shape), n_bits
 
 
 def build_layers(
-    recipe: Mapping[str, Any], shape: Sequence[int], registry: Registry | None = None
+    recipe: Recipe | Mapping[str, Any], shape: Sequence[int], registry: Registry | None = None
 ) -> list[torch.nn.Module]:
     """Instantiate the recipe's layers in order, carrying the per-sample shape from one to the next."""
-    registry = registry or get_registry()
+    recipe, registry = as_recipe(recipe), registry or get_registry()
     layers: list[torch.nn.Module] = []
     shape = tuple(shape)
-    for index, (path, name, params) in enumerate(iter_layer_entries(recipe["model"]["layers"])):
-        factory = registry.get("layers", name).factory
+    for index, (path, name, params) in enumerate(recipe.layers()):
+        where = f"{path} (layer {index}, {name!r})"
         try:
-            layer = factory(shape, **params)
-        except (ShapeError, ValueError) as exc:
+            layer = call_factory(
+                recipe, "layers", name, where, lambda f: f(shape, **params), registry
+            )
+        except PluginError as exc:
+            if not isinstance(exc.__cause__, ValueError):
+                raise
+            # The contract lets a layer refuse a shape with ValueError.
             raise ShapeError(
-                f"{_where(recipe)}: {path} (layer {index}, {name!r}) cannot take input shape "
-                f"{shape}: {exc}"
-            ) from exc
+                f"{recipe.where}: {where} cannot take input shape {shape}: {exc.__cause__}"
+            ) from exc.__cause__
+        except ShapeError as exc:
+            raise ShapeError(f"{recipe.where}: {where} cannot take input shape {shape}: {exc}") from exc
+        if not isinstance(layer, torch.nn.Module):
+            raise _wrong_return(layer, recipe, "layers", name, where, registry, "a torch.nn.Module")
         shape = tuple(getattr(layer, "out_shape", shape))
         layers.append(layer)
     return layers
 
 
+def build_base(recipe: Recipe, latent_shape: Sequence[int], registry: Registry) -> torch.nn.Module:
+    """The base distribution, built by its plugin for the latent shape."""
+    name, params = recipe.component("base")
+    base = call_factory(
+        recipe, "bases", name, "$.model.base", lambda f: f(tuple(latent_shape), **params), registry
+    )
+    if not isinstance(base, torch.nn.Module):
+        raise _wrong_return(base, recipe, "bases", name, "$.model.base", registry, "a torch.nn.Module")
+    for method in ("log_prob", "sample"):
+        if not callable(getattr(base, method, None)):
+            raise PluginError(
+                f"{recipe.where}: $.model.base: the base distribution {name!r} has no {method}(); "
+                "a base needs log_prob(z) and sample(shape, temperature, device, dtype)."
+            )
+    return base
+
+
 def build_model(
-    recipe: Mapping[str, Any],
+    recipe: Recipe | Mapping[str, Any],
     shape: Sequence[int] | None = None,
     n_bits: int | None = None,
     registry: Registry | None = None,
 ) -> FlowModel:
     """The untrained FlowModel of a recipe. ``shape`` defaults to the dataset's sample shape."""
-    registry = registry or get_registry()
+    recipe, registry = as_recipe(recipe), registry or get_registry()
     if shape is None:
         shape, n_bits = data_shape(recipe, registry)
     layers = build_layers(recipe, shape, registry)
-    base_name = recipe["model"].get("base", "standard_normal")
-    model = FlowModel(layers, shape, base=BASES[base_name](), n_bits=n_bits)
+    model = FlowModel(layers, shape, n_bits=n_bits)
     if model.latent_dim != math.prod(model.out_shape) + _factored_dims(model):
         raise ShapeError(
-            f"{_where(recipe)}: the layers change the number of dimensions "
+            f"{recipe.where}: the layers change the number of dimensions "
             f"({math.prod(shape)} in, {math.prod(model.out_shape) + _factored_dims(model)} out); "
             "a flow must keep it"
         )
+    model.base = build_base(recipe, model.latent_shape, registry)
     return model
 
 
@@ -100,16 +157,23 @@ def _factored_dims(model: FlowModel) -> int:
     return sum(math.prod(layer.factored_shape) for layer in model.layers if hasattr(layer, "factored_shape"))
 
 
-def build_loss(recipe: Mapping[str, Any], registry: Registry | None = None):
-    registry = registry or get_registry()
-    name, params = normalize_component(recipe.get("loss", "nll"))
-    return registry.get("losses", name).factory(**params)
+def build_loss(recipe: Recipe | Mapping[str, Any], registry: Registry | None = None):
+    recipe, registry = as_recipe(recipe), registry or get_registry()
+    name, params = recipe.component("loss")
+    loss = call_factory(recipe, "losses", name, "$.loss", lambda f: f(**params), registry)
+    if not callable(loss):
+        raise _wrong_return(loss, recipe, "losses", name, "$.loss", registry, "a callable loss(model, x)")
+    return loss
 
 
-def build_gradient_mode(recipe: Mapping[str, Any], registry: Registry | None = None):
-    registry = registry or get_registry()
-    name, params = normalize_component(recipe.get("gradient_mode", "exact"))
-    return registry.get("gradient_modes", name).factory(**params)
+def build_gradient_mode(recipe: Recipe | Mapping[str, Any], registry: Registry | None = None):
+    recipe, registry = as_recipe(recipe), registry or get_registry()
+    name, params = recipe.component("gradient_mode")
+    mode = call_factory(recipe, "gradient_modes", name, "$.gradient_mode", lambda f: f(**params), registry)
+    if not all(callable(getattr(mode, method, None)) for method in ("prepare", "loss")):
+        raise _wrong_return(mode, recipe, "gradient_modes", name, "$.gradient_mode", registry,
+                            "an object with prepare(model) and loss(model, x, loss_fn)")
+    return mode
 
 
 def build_optimizer(model: torch.nn.Module, train: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -20,13 +20,6 @@ from pathlib import Path
 
 from zoo.errors import ZooError
 
-KIND_ALIASES = {
-    "layers": "layers", "layer": "layers",
-    "datasets": "datasets", "dataset": "datasets",
-    "losses": "losses", "loss": "losses",
-    "gradient_modes": "gradient_modes", "gradient-modes": "gradient_modes", "modes": "gradient_modes",
-    "models": "pretrained", "pretrained": "pretrained",
-}
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -69,21 +62,24 @@ def cmd_schema(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from zoo.registry import KINDS, get_registry
+    from zoo.registry import KINDS, get_registry, kind_named
 
     registry = get_registry()
-    if args.kind is None:
-        kinds = list(KINDS)
-    elif args.kind in KIND_ALIASES:
-        kinds = [KIND_ALIASES[args.kind]]
-    else:
-        raise ZooError(f"unknown kind {args.kind!r}; use one of: layers, datasets, losses, gradient_modes, models")
-    if kinds == ["pretrained"]:
+    kinds = list(KINDS.values()) if args.kind is None else [kind_named(args.kind)]
+    if args.json:
+        print(json.dumps({k.title: _components_json(registry, k, args.pattern) for k in kinds}, indent=2))
+        return 0
+    if [k.name for k in kinds] == ["pretrained"]:
         return _list_models(registry, args.pattern)
     for kind in kinds:
-        components = registry.components(kind, args.pattern)
-        title = "models" if kind == "pretrained" else kind
-        print(f"{title} ({len(components)}):")
+        components = registry.components(kind.name, args.pattern)
+        if args.kind is not None and args.pattern and not components and not any(c in args.pattern for c in "*?["):
+            from zoo._suggest import did_you_mean
+
+            raise ZooError(f"no {kind.singular} named {args.pattern!r}."
+                           f"{did_you_mean(args.pattern, registry.names(kind.name))} "
+                           f"`zoo list {kind.title}` shows them all.")
+        print(f"{kind.title} ({len(components)}):")
         width = max((len(c.name) for c in components), default=0)
         for c in components:
             print(f"  {c.name:<{width}}  {c.summary}  [{c.plugin}]")
@@ -91,6 +87,22 @@ def cmd_list(args) -> int:
                 _print_details(c)
         print()
     return 0
+
+
+def _components_json(registry, kind, pattern) -> list[dict]:
+    rows = []
+    for c in registry.components(kind.name, pattern):
+        row = {"name": c.name, "summary": c.summary, "plugin": c.plugin}
+        if kind.entry == "factory":
+            row["params_schema"] = c.params_schema
+        elif kind.entry == "path":
+            row["path"] = c.factory
+        else:
+            row.update({k: v for k, v in c.factory.items() if k != "summary"})
+        if c.error:
+            row["error"] = c.error
+        rows.append(row)
+    return rows
 
 
 def _print_details(component) -> None:
@@ -259,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", help="layers | datasets | losses | gradient_modes | models")
     p.add_argument("pattern", nargs="?", help="fnmatch filter on names, e.g. 'coup*'")
     p.add_argument("-v", "--verbose", action="store_true", help="full descriptions and parameters")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("plugins", help="show plugins, their versions and components, and broken ones")

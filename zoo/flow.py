@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -36,9 +36,6 @@ class StandardNormal(nn.Module):
 
     def sample(self, shape: Sequence[int], temperature: float = 1.0, device=None, dtype=None):
         return torch.randn(*shape, device=device, dtype=dtype) * temperature
-
-
-BASES: dict[str, Callable[[], nn.Module]] = {"standard_normal": StandardNormal}
 
 
 @contextmanager
@@ -165,7 +162,7 @@ class FlowModel(nn.Module):
         reference = next(self.parameters(), None)
         device = reference.device if reference is not None else None
         dtype = reference.dtype if reference is not None else None
-        latent = (n, self.latent_dim) if self._multiscale else (n, *self.out_shape)
+        latent = (n, *self.latent_shape)
         z = self.base.sample(latent, temperature=temperature, device=device, dtype=dtype)
         with fast_inverses(self, enabled=not exact_inverse):
             return self.inverse(z)
@@ -173,6 +170,11 @@ class FlowModel(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.dim
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The per-sample shape of ``z``: flat for multi-scale models, else the last output's."""
+        return (self.latent_dim,) if self._multiscale else self.out_shape
 
     def _split_latent(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Cut a flat latent into the factored parts (each in its layer's shape) and the rest."""

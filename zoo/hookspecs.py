@@ -58,6 +58,19 @@ def zoo_layers() -> Mapping[str, Callable[..., Any]]:
     """
 
 
+@hookspec
+def zoo_bases() -> Mapping[str, Callable[..., Any]]:
+    """Base distributions of the latent, by name (``model.base`` in a recipe).
+
+    A base factory is called as ``factory(shape, **params)`` where ``shape`` is the latent's
+    per-sample shape (``model.latent_shape``: the last layer's output shape, or ``(D,)`` for
+    multi-scale models, whose latent is flat). It returns a ``torch.nn.Module`` with
+    ``log_prob(z) -> (batch,)`` and ``sample(shape, temperature=1.0, device=None, dtype=None)``,
+    where ``shape`` includes the batch and ``temperature`` scales the standard deviation (Glow).
+    Its parameters, if any, are trained with the layers'.
+    """
+
+
 # --- data, objectives and training --------------------------------------------------------------
 
 
@@ -85,7 +98,7 @@ def zoo_gradient_modes() -> Mapping[str, Callable[..., Any]]:
     """
 
 
-# --- pretrained models --------------------------------------------------------------------------
+# --- recipes and pretrained models --------------------------------------------------------------------------
 
 
 @hookspec
@@ -94,4 +107,20 @@ def zoo_pretrained() -> Mapping[str, Mapping[str, Any]]:
 
     An entry is a mapping with ``repo_id`` and optionally ``revision``, ``sha256``, ``recipe``
     (path of the recipe that trains it), ``summary`` and ``published`` (bool).
+    """
+
+
+@hookspec
+def zoo_recipes() -> Mapping[str, Any]:
+    """Recipes this plugin ships, by name: ``{name: path of a YAML file}``.
+
+    ``zoo run NAME`` and ``zoo validate NAME`` find them; ``zoo list recipes`` lists them with
+    the ``description:`` line of each file. Ship the files as package data and point at them::
+
+        from pathlib import Path
+        from zoo.recipe import recipes_in
+
+        @hookimpl
+        def zoo_recipes():
+            return recipes_in(Path(__file__).parent / "recipes")   # every *.yaml, by file stem
     """

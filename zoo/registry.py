@@ -7,7 +7,7 @@ third-party plugins, one frozen record per component, lookups with "did you mean
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import fnmatch
 import inspect
 import os
@@ -18,39 +18,92 @@ from importlib import metadata
 from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
+from jsonschema import Draft202012Validator
 
 from zoo import hookspecs
+from zoo._suggest import did_you_mean
 from zoo.errors import PluginError, UnknownComponentError
 
-# kind -> hook name. The order is the order of `zoo list`.
-KINDS: dict[str, str] = {
-    "layers": "zoo_layers",
-    "datasets": "zoo_datasets",
-    "losses": "zoo_losses",
-    "gradient_modes": "zoo_gradient_modes",
-    "pretrained": "zoo_pretrained",
+@dataclass(frozen=True)
+class Kind:
+    """One kind of component: everything the registry, the validator, the schema and the CLI
+    need to know about it, in one place (a new kind is one record here plus its hook spec).
+
+    ``entry`` says what a plugin's mapping holds: ``"factory"`` (a callable, validated against
+    its parameter schema), ``"mapping"`` (a record, e.g. a pretrained model's repo) or ``"path"``
+    (a file, e.g. a shipped recipe). ``takes_shape``: the factory's first argument is a shape
+    (layers get the per-sample input shape, bases the latent shape), not a recipe parameter.
+    ``recipe_key``: the top-level recipe key that names one such component (``None`` where the
+    kind is named elsewhere: layers in layer lists, bases under ``model``).
+    """
+
+    name: str
+    hook: str
+    singular: str
+    aliases: tuple[str, ...] = ()
+    entry: str = "factory"
+    takes_shape: bool = False
+    recipe_key: str | None = None
+    shown_as: str = ""
+
+    @property
+    def title(self) -> str:
+        """What `zoo list` calls the kind."""
+        return self.shown_as or self.name
+
+
+# The order is the order of `zoo list`.
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("layers", "zoo_layers", "layer", takes_shape=True),
+        Kind("bases", "zoo_bases", "base distribution", takes_shape=True),
+        Kind("datasets", "zoo_datasets", "dataset", recipe_key="dataset"),
+        Kind("losses", "zoo_losses", "loss", recipe_key="loss"),
+        Kind("gradient_modes", "zoo_gradient_modes", "gradient mode", ("gradient-modes", "modes"),
+             recipe_key="gradient_mode"),
+        Kind("pretrained", "zoo_pretrained", "pretrained model", ("models",), entry="mapping",
+             shown_as="models"),
+        Kind("recipes", "zoo_recipes", "recipe", entry="path"),
+    )
 }
-# Singular forms, for messages ("unknown layer 'x'").
-SINGULAR = {
-    "layers": "layer",
-    "datasets": "dataset",
-    "losses": "loss",
-    "gradient_modes": "gradient mode",
-    "pretrained": "pretrained model",
-}
+
+
+def kind_named(text: str) -> Kind:
+    """The kind a user means by ``text``: its name, singular, or an alias (``models``)."""
+    for kind in KINDS.values():
+        if text in (kind.name, kind.singular, kind.singular.replace(" ", "_"), *kind.aliases):
+            return kind
+    names = [k.title for k in KINDS.values()]
+    raise UnknownComponentError(
+        f"unknown component kind {text!r}.{did_you_mean(text, names)} The kinds are: {', '.join(names)}"
+    )
+
+
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 
 
 @dataclass(frozen=True)
 class Component:
-    """One registered component: what a recipe names and how to build it."""
+    """One registered component: what a recipe names and how to build it.
+
+    ``error`` is set for a component that cannot be used (its parameter schema is invalid, or two
+    plugins claim its name); naming it in a recipe is then a PluginError with that reason.
+    """
 
     kind: str
     name: str
-    factory: Any  # a callable factory, or a mapping for `pretrained` entries
+    factory: Any  # a callable factory, a mapping (`pretrained`) or a file path (`recipes`)
     plugin: str
     summary: str
-    params_schema: Mapping[str, Any] | None  # None for `pretrained` entries
+    params_schema: Mapping[str, Any] | None  # None where the kind's entries are not factories
+    error: str = ""
+
+    def check_usable(self, where: str = "") -> None:
+        """Raise the PluginError of a broken component (naming ``where`` it was asked for)."""
+        if self.error:
+            at = f"{where}: " if where else ""
+            raise PluginError(f"{at}{KINDS[self.kind].singular} {self.name!r}: {self.error}")
 
 
 @dataclass
@@ -61,8 +114,12 @@ class PluginInfo:
     version: str = ""
     distribution: str = ""
     components: dict[str, list[str]] = field(default_factory=dict)
-    error: str = ""  # why it failed to load; empty when it loaded
+    errors: list[str] = field(default_factory=list)  # why (parts of) it failed to load
     blocked: bool = False
+
+    @property
+    def error(self) -> str:
+        return "; ".join(self.errors)
 
 
 class Registry:
@@ -93,11 +150,10 @@ class Registry:
 
 def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     known = sorted(known)
-    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    record = KINDS[kind]
     return (
-        f"unknown {SINGULAR[kind]} {name!r}.{hint} "
-        f"`zoo list {kind}` shows the {len(known)} available; install a plugin for others."
+        f"unknown {record.singular} {name!r}.{did_you_mean(name, known)} "
+        f"`zoo list {record.title}` shows the {len(known)} available; install a plugin for others."
     )
 
 
@@ -116,13 +172,27 @@ def disabled_plugins() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# What a plugin may raise without taking zoo down: any error, and sys.exit() (SystemExit is not
+# an Exception). Ctrl-C (KeyboardInterrupt) still stops zoo.
+PLUGIN_FAILURES = (Exception, SystemExit)
+
+
 def build_registry(
     extra_plugins: Iterable[tuple[str, object]] = (), load_entry_points: bool = True
 ) -> Registry:
     """Load every plugin and collect its components.
 
-    A plugin that fails to import is recorded (``PluginInfo.error``) and the others still load.
-    A name that two plugins register is a PluginError naming both.
+    A plugin is isolated like pytest isolates a test: one that fails to import, whose hook
+    raises or calls ``sys.exit``, or returns something other than a mapping, or registers a
+    bad entry, is recorded (``PluginInfo.errors``, shown as BROKEN by ``zoo plugins``) and the
+    others still load. A name that two plugins register is kept once and marked broken, so that
+    naming it in a recipe is a PluginError naming both plugins.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -146,49 +216,112 @@ def build_registry(
             info.blocked = True
             continue
         if pm.has_plugin(name):
-            info.error = f"a plugin named {name!r} is already loaded; the second one is ignored"
+            info.errors.append(f"a plugin named {name!r} is already loaded; the second one is ignored")
             continue
         try:
             pm.register(load(), name=name)
-        except Exception as exc:  # a broken plugin must not break zoo: report it and go on
-            info.error = f"{type(exc).__name__}: {exc}"
-    pm.check_pending()
+        except PLUGIN_FAILURES as exc:  # a broken plugin must not break zoo: report it, go on
+            info.errors.append(_failure(exc))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        bad = pm.get_name(exc.plugin) if exc.plugin is not None else None
+        by_name_pending = {i.name: i for i in infos}
+        if bad in by_name_pending:
+            by_name_pending[bad].errors.append(str(exc))
+            pm.unregister(name=bad)
+        else:
+            raise
 
     components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
     by_name = {info.name: info for info in infos}
-    for kind, hook_name in KINDS.items():
-        hook = getattr(pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
-            plugin_name = pm.get_name(impl.plugin)
-            info = by_name[plugin_name]
-            try:
-                provided = impl.function() or {}
-                provided = dict(provided)
-            except Exception as exc:
-                info.error = f"{hook_name}() raised {type(exc).__name__}: {exc}"
-                continue
-            for comp_name, factory in provided.items():
-                if comp_name in components[kind]:
-                    first = components[kind][comp_name].plugin
-                    raise PluginError(
-                        f"the {SINGULAR[kind]} {comp_name!r} is registered by two plugins: "
-                        f"{first!r} and {plugin_name!r}. Uninstall one, or disable one with "
-                        f"{DISABLE_ENV}={plugin_name}."
-                    )
-                components[kind][comp_name] = _make_component(kind, comp_name, factory, plugin_name)
-                info.components.setdefault(kind, []).append(comp_name)
+    for kind in KINDS.values():
+        for impl in getattr(pm.hook, kind.hook).get_hookimpls():
+            info = by_name[pm.get_name(impl.plugin)]
+            for component in _components_of(kind, impl.function, info):
+                _add(components[kind.name], component, info)
     return Registry(infos, components)
 
 
-def _make_component(kind: str, name: str, factory: Any, plugin: str) -> Component:
-    if kind == "pretrained":
-        entry = dict(factory)
-        return Component(kind, name, entry, plugin, str(entry.get("summary", "")), None)
-    if not callable(factory):
-        raise PluginError(f"plugin {plugin!r} registers {SINGULAR[kind]} {name!r} as a non-callable")
-    return Component(
-        kind, name, factory, plugin, summary_of(factory), params_schema_of(factory, kind)
+def _components_of(kind: Kind, hook: Callable[[], Any], info: PluginInfo) -> list[Component]:
+    """The components one plugin's hook provides; what is wrong goes to ``info.errors``."""
+    try:
+        provided = hook()
+    except PLUGIN_FAILURES as exc:
+        info.errors.append(f"{kind.hook}() {_failure(exc)}")
+        return []
+    if provided is None:
+        return []
+    if not isinstance(provided, Mapping):
+        info.errors.append(
+            f"{kind.hook}() returned a {type(provided).__name__}, not a mapping {{name: entry}}"
+        )
+        return []
+    found = []
+    for name, entry in provided.items():
+        problem = _entry_problem(kind, name, entry)
+        if problem:
+            info.errors.append(f"{kind.hook}() registers {problem}; it is skipped")
+            continue
+        found.append(_make_component(kind, name, entry, info.name))
+    return found
+
+
+def _entry_problem(kind: Kind, name: Any, entry: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        return f"a {kind.singular} under the name {name!r}, which is not a non-empty string"
+    if kind.entry == "factory" and not callable(entry):
+        return f"{kind.singular} {name!r} as a {type(entry).__name__}, which is not callable"
+    if kind.entry == "mapping" and not isinstance(entry, Mapping):
+        return f"{kind.singular} {name!r} as a {type(entry).__name__}, not a mapping"
+    if kind.entry == "path" and not (isinstance(entry, (str, os.PathLike)) and os.path.isfile(entry)):
+        return f"{kind.singular} {name!r} as {entry!r}, which is not a file"
+    return ""
+
+
+def _add(found: dict[str, Component], component: Component, info: PluginInfo) -> None:
+    first = found.get(component.name)
+    if first is None:
+        found[component.name] = component
+        info.components.setdefault(component.kind, []).append(component.name)
+        return
+    if first.plugin == component.plugin:
+        return
+    clash = (
+        f"registered by two plugins, {first.plugin!r} and {component.plugin!r}. Uninstall one, "
+        f"or disable one with {DISABLE_ENV}={component.plugin}"
     )
+    found[component.name] = dataclasses.replace(first, error=clash)
+    info.errors.append(f"{KINDS[component.kind].singular} {component.name!r} is {clash}")
+
+
+def _make_component(kind: Kind, name: str, entry: Any, plugin: str) -> Component:
+    if kind.entry == "mapping":
+        entry = dict(entry)
+        return Component(kind.name, name, entry, plugin, str(entry.get("summary", "")), None)
+    if kind.entry == "path":
+        return Component(kind.name, name, os.fspath(entry), plugin, _recipe_summary(entry), None)
+    error = ""
+    try:
+        schema = params_schema_of(entry, kind.name)
+        Draft202012Validator.check_schema(schema)
+    except PLUGIN_FAILURES as exc:
+        schema, error = None, f"its parameter schema is invalid ({_failure(exc)}); fix params_schema in plugin {plugin!r}"
+    return Component(kind.name, name, entry, plugin, summary_of(entry), schema, error)
+
+
+def _recipe_summary(path: Any) -> str:
+    """A shipped recipe's one-line summary: its ``description:`` line, read without YAML (cheap,
+    and a broken recipe must not break `zoo list`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(8192)
+    except OSError:
+        return ""
+    for line in head.splitlines():
+        if line.startswith("description:"):
+            return line.partition(":")[2].strip().strip("'\"")
+    return ""
 
 
 _REGISTRY: Registry | None = None
@@ -236,8 +369,8 @@ def params_schema_of(factory: Any, kind: str) -> dict[str, Any]:
     params = list(signature.parameters.values())
     if inspect.isclass(factory) and params and params[0].name == "self":
         params = params[1:]
-    if kind == "layers" and params:
-        params = params[1:]  # the per-sample input shape
+    if KINDS[kind].takes_shape and params:
+        params = params[1:]  # the input (layers) or latent (bases) shape
     properties: dict[str, Any] = {}
     required: list[str] = []
     extra_allowed = False

@@ -67,11 +67,9 @@ def new_run_folder(recipe: Mapping[str, Any], out: str | os.PathLike | None) -> 
     return folder
 
 
-def make_loaders(dataset: FlowDataset, recipe: Mapping[str, Any], seed: int):
-    params = recipe["dataset"] if isinstance(recipe["dataset"], Mapping) else {}
-    batch = int(params.get("batch_size", 100))
-    eval_batch = int(params.get("eval_batch_size", batch))
-    cap = recipe["train"].get("max_eval_examples")
+def make_loaders(dataset: FlowDataset, recipe: Recipe, seed: int):
+    batch, eval_batch = recipe.loader["batch_size"], recipe.loader["eval_batch_size"]
+    cap = recipe.train.get("max_eval_examples")
 
     def capped(split):
         return Subset(split, range(min(len(split), cap))) if cap else split
@@ -128,18 +126,12 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def plugins_used(recipe: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+def plugins_used(recipe: Recipe) -> dict[str, dict[str, str]]:
     """The plugins (with versions) that register the components a recipe names."""
-    from zoo.recipe import iter_layer_entries, normalize_component
-
     registry = get_registry()
-    names = [("layers", n) for _, n, _ in iter_layer_entries(recipe["model"]["layers"])]
-    names += [("datasets", normalize_component(recipe["dataset"])[0])]
-    names += [("losses", normalize_component(recipe.get("loss", "nll"))[0])]
-    names += [("gradient_modes", normalize_component(recipe.get("gradient_mode", "exact"))[0])]
     by_name = {p.name: p for p in registry.plugins}
     used = {}
-    for kind, name in names:
+    for kind, name in recipe.components():
         plugin = by_name[registry.get(kind, name).plugin]
         used[plugin.name] = {"distribution": plugin.distribution, "version": plugin.version}
     return dict(sorted(used.items()))

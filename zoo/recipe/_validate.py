@@ -14,7 +14,6 @@ its path (or of the closest existing parent) and sorts them by file and line.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import json
 from dataclasses import dataclass
@@ -23,13 +22,15 @@ from typing import Any, Iterator, Mapping
 
 from jsonschema import Draft202012Validator
 
-from zoo._yaml_marks import Mark, Path, closest_mark, json_path
-from zoo.registry import SINGULAR, Registry, unknown_name_message
+from zoo._suggest import did_you_mean
+from zoo.recipe._marks import Mark, Path, closest_mark, json_path
+from zoo.registry import KINDS, Registry, unknown_name_message
 
-SCHEMA_FILE = FilePath(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
+SCHEMA_FILE = FilePath(__file__).resolve().parent / "recipe.schema.json"
 LOADER_KEYS = ("batch_size", "eval_batch_size")  # dataset keys for the loaders, not the factory
 # top-level key -> registry kind, for components given as a name or {name, ...params}
-COMPONENT_KEYS = {"dataset": "datasets", "loss": "losses", "gradient_mode": "gradient_modes"}
+COMPONENT_KEYS = {kind.recipe_key: kind.name for kind in KINDS.values() if kind.recipe_key}
+BASE_PATH = ("model", "base")  # the base distribution, a component like the others
 LAYER_LISTS = ("preamble", "layers")  # keys of `model` that hold layer lists
 
 
@@ -47,6 +48,7 @@ def static_schema() -> dict:
 class Problem:
     path: Path
     message: str
+    plugin: bool = False  # caused by a broken plugin, not by the recipe
 
 
 # --- walking the layers ---------------------------------------------------------------------------
@@ -74,6 +76,8 @@ def component_slots(data: Mapping) -> Iterator[tuple[str, Path, Any]]:
             yield kind, (key,), data[key]
     model = data.get("model")
     if isinstance(model, dict):
+        if "base" in model:
+            yield "bases", BASE_PATH, model["base"]
         for key in LAYER_LISTS:
             for path, entry in layer_entries(model.get(key), ("model", key), expand=False):
                 yield "layers", path, entry
@@ -132,6 +136,8 @@ def _in_layer_list(path: Path) -> bool:
 def _slot_kind(data: Mapping, path: Path) -> str | None:
     if len(path) == 1 and path[0] in COMPONENT_KEYS:
         return COMPONENT_KEYS[path[0]]
+    if tuple(path) == BASE_PATH:
+        return "bases"
     if _in_layer_list(path):
         value = _value_at(data, path)
         if not (isinstance(value, dict) and "repeat" in value):
@@ -197,8 +203,7 @@ def _problems_of(error, base: Path, owner: str, allowed_hint: list[str] | None) 
         what, whose = ("parameter", f" of {owner}") if owner else ("key", "")
         out = []
         for key in extra:
-            close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.5)
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(key, allowed, cutoff=0.5)
             listed = ", ".join(allowed) if allowed else "none"
             out.append(Problem(path + (key,), f"unknown {what} {key!r}{whose}.{hint} Allowed: {listed}."))
         return out
@@ -221,7 +226,12 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
         if not registry.has(kind, name):
             problems.append(Problem(name_path, unknown_name_message(kind, name, registry.names(kind))))
             continue
-        schema = registry.get(kind, name).params_schema
+        component = registry.get(kind, name)
+        if component.error:
+            problems.append(Problem(name_path, f"{KINDS[kind].singular} {name!r} of plugin "
+                                    f"{component.plugin!r} is broken: {component.error}", plugin=True))
+            continue
+        schema = component.params_schema
         if schema is None:
             continue
         params = dict(entry) if isinstance(entry, dict) else {}
@@ -229,20 +239,9 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
         if kind == "datasets":
             for key in LOADER_KEYS:
                 params.pop(key, None)  # checked by the skeleton
-        owner = f"{SINGULAR[kind]} {name!r}"
+        owner = f"{KINDS[kind].singular} {name!r}"
         for error in _params_validator(json.dumps(schema, sort_keys=True)).iter_errors(params):
             problems += _problems_of(error, path, owner, None)
-    model = data.get("model")
-    if isinstance(model, dict) and isinstance(model.get("base"), str):
-        from zoo.flow import BASES  # imports torch: only when a recipe is validated
-
-        if model["base"] not in BASES:
-            close = difflib.get_close_matches(model["base"], list(BASES), n=3, cutoff=0.6)
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            problems.append(
-                Problem(("model", "base"), f"unknown base distribution {model['base']!r}.{hint} "
-                        f"Known: {', '.join(sorted(BASES))}.")
-            )
     return problems
 
 
@@ -274,12 +273,13 @@ def composed_schema(registry: Registry) -> dict:
         ("datasets", "dataset", LOADER_KEYS),
         ("losses", "component_loss", ()),
         ("gradient_modes", "component_gradient_mode", ()),
+        ("bases", "component_base", ()),
         ("layers", "layer_entry", ()),
     ):
         names = registry.names(kind)
         branches = []
         for name in names:
-            ref = f"{SINGULAR[kind].replace(' ', '_')}.{name}"
+            ref = f"{KINDS[kind].singular.replace(' ', '_')}.{name}"
             defs[ref] = _entry_schema(registry.get(kind, name), extra, schema)
             branches.append(
                 {
@@ -287,7 +287,7 @@ def composed_schema(registry: Registry) -> dict:
                     "then": {"$ref": "#/$defs/" + _pointer_escape(ref)},
                 }
             )
-        name_schema = {"description": f"A registered {SINGULAR[kind]}.", "enum": names}
+        name_schema = {"description": f"A registered {KINDS[kind].singular}.", "enum": names}
         if def_name == "layer_entry":
             entry = defs["layer_entry"]
             entry["properties"]["name"] = name_schema
@@ -298,13 +298,11 @@ def composed_schema(registry: Registry) -> dict:
         else:  # loss and gradient mode get their own copies of the generic component
             target = copy.deepcopy(defs["component"])
             defs[def_name] = target
-            schema["properties"][def_name.removeprefix("component_")]["$ref"] = "#/$defs/" + def_name
+            owner = defs["model"] if kind == "bases" else schema
+            owner["properties"][def_name.removeprefix("component_")]["$ref"] = "#/$defs/" + def_name
         target["then"] = name_schema
         target["else"]["properties"]["name"] = name_schema
         target["else"]["allOf"] = branches
-    from zoo.flow import BASES
-
-    defs["model"]["properties"]["base"]["enum"] = sorted(BASES)
     return schema
 
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from zoo._yaml_marks import COMMAND_LINE, Mark, Path, json_path, parse_value
+from zoo._suggest import did_you_mean
+from zoo.recipe._marks import COMMAND_LINE, Mark, Path, json_path, parse_value
 from zoo.errors import RecipeError
 
 # known_keys(data, parent_path) -> the keys the schema allows in the mapping at parent_path
@@ -176,8 +177,7 @@ def _as_mapping(data: dict, path: Path, text: str, known_keys: KnownKeys, key: s
 
 def _missing_key_message(text: str, container: Mapping, key: str, path: Path, data: dict, known_keys) -> str:
     candidates = sorted(set(container) | known_keys(data, path))
-    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(key, candidates, cutoff=0.5)
     where = json_path(path) if path else "the recipe's top level"
     listed = ", ".join(candidates) if candidates else "none"
     return (

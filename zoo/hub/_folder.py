@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from zoo import _hub_card as card
-from zoo import _hub_transport as transport
+from zoo.hub import _card as card
+from zoo.hub import _transport as transport
 from zoo.errors import HubError, WeightsError
 from zoo.weights import WEIGHTS_FILE, read_metadata
 

@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from zoo import _hub_transport as transport
-from zoo._hub_folder import CONFIG_FILE, check_plugins, folder_config, load_model_folder, stage_repo
+from zoo._suggest import did_you_mean
+from zoo.hub import _transport as transport
+from zoo.hub._folder import CONFIG_FILE, check_plugins, folder_config, load_model_folder, stage_repo
 from zoo.errors import HubError, WeightsError
 from zoo.weights import WEIGHTS_FILE
 OPTIONAL_FILES = ("recipe.yaml", "metrics.json", "README.md", "sample.png")
@@ -122,10 +123,7 @@ def resolve_source(spec: str | Path, *, registry=None) -> Source:
     repo, _, revision = text.partition("@")
     if REPO_ID.match(repo) and not text.startswith((".", "/", "~")):
         return Source("repo", text, repo_id=repo, revision=revision or None)
-    import difflib
-
-    close = difflib.get_close_matches(text, list(catalogue), n=3, cutoff=0.6)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(text, catalogue)
     looks_like_path = "/" in text or "\\" in text or text.startswith((".", "~"))
     what = f"no run folder at {text!r}" if looks_like_path else f"{text!r} is not a known model name"
     raise HubError(
