@@ -10,7 +10,7 @@ sha256, recipe, summary, published}``: ``recipe`` is the recipe's path relative 
 root, ``summary`` its ``description``, and ``published`` defaults to whether a revision is pinned.
 ``zoo pull NAME`` downloads exactly that commit and checks that sha256.
 
-Where the recipes are: ``ZOO_RECIPES_DIR`` if set, else ``recipes/`` next to the ``zoo`` package
+Where the recipes are: ``ZOO_RECIPES_DIR`` if set, else the recipes shipped in the package (``zoo/recipes/``
 (a source checkout or an editable install, which is how zoo is installed today). A wheel without
 ``recipes/`` gets an empty catalogue: ``ORG/NAME`` repo ids still work.
 
@@ -35,9 +35,9 @@ RECIPES_ENV = "ZOO_RECIPES_DIR"
 def recipes_dir() -> Path:
     if os.environ.get(RECIPES_ENV):
         return Path(os.environ[RECIPES_ENV])
-    import zoo
+    from zoo.recipe import shipped_recipes_dir
 
-    return Path(zoo.__file__).resolve().parent.parent / "recipes"
+    return shipped_recipes_dir()
 
 
 def _display_path(path: Path, root: Path) -> str:
