@@ -123,8 +123,15 @@ def test_weights_with_other_shapes_are_refused(tmp_path):
     result = zoo.run(tiny_recipe(epochs=1), out=tmp_path / "run", progress=False, log=lambda *_: None)
     text = (result.folder / "recipe.yaml").read_text().replace("hidden: 16", "hidden: 8")
     (result.folder / "recipe.yaml").write_text(text)
-    with pytest.raises(WeightsError, match="shapes differ"):
+    # The run folder refuses the edited recipe before building anything ...
+    with pytest.raises(WeightsError, match="edited after training"):
         load_run(result.folder)
+    # ... and the weights themselves refuse a model of other shapes.
+    from zoo.weights import load_weights
+
+    other = zoo.build_model(zoo.load_recipe(result.folder / "recipe.yaml"))
+    with pytest.raises(WeightsError, match="shapes differ"):
+        load_weights(other, result.folder / "model.safetensors")
 
 
 def test_logged_validation_nll_is_that_of_the_saved_model(tmp_path):

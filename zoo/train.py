@@ -3,14 +3,10 @@
 ``run(recipe)`` trains with Adam (linear warm-up per batch, optional per-epoch decay, gradient
 clipping), evaluates the exact log-likelihood on the validation split every ``eval_every``
 epochs, keeps the best model as ``model.safetensors``, and reports test metrics of that best
-model. A run folder holds:
+model. What the run folder holds, and how it is read back, is ``zoo.runs``'s business.
 
-    recipe.yaml         the fully resolved recipe
-    run.json            zoo version, recipe sha256, data shape, device, plugins
-    model.safetensors   the best model by validation likelihood
-    metrics.jsonl       one line per evaluation
-    metrics.json        final test metrics (NLL in nats, bits/dim for images, timing)
-    samples/*.png       sample grids (images) or density plots (2-D data)
+``run.json`` carries the run's ``status``: ``running``, then ``complete``, ``interrupted``
+(Ctrl-C: what was saved so far is kept and said) or ``failed`` (e.g. a non-finite loss).
 """
 
 from __future__ import annotations
@@ -19,9 +15,8 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,16 +25,17 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import zoo
-from zoo import assemble
+from zoo import assemble, runs
+from zoo._atomic import write_json, write_text
 from zoo.data import FlowDataset, first_tensor
-from zoo.errors import TrainingError, WeightsError
+from zoo.errors import TrainingError
 from zoo.flow import FlowModel
 from zoo.recipe import Recipe, load_recipe
 from zoo.registry import get_registry
 from zoo.visualize import save_samples
 from zoo.weights import WEIGHTS_FILE, load_weights, save_weights
 
-RUNS_DIR_ENV = "ZOO_RUNS_DIR"
+RUNS_DIR_ENV = runs.RUNS_DIR_ENV
 
 
 @dataclass
@@ -55,16 +51,6 @@ def pick_device(setting: str = "auto") -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
-
-
-def new_run_folder(recipe: Mapping[str, Any], out: str | os.PathLike | None) -> Path:
-    if out is not None:
-        folder = Path(out)
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = Path(os.environ.get(RUNS_DIR_ENV, "runs")) / f"{recipe['name']}-{stamp}"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def make_loaders(dataset: FlowDataset, recipe: Recipe, seed: int):
@@ -105,25 +91,33 @@ def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict
     return {"nll": nll, "bpd": nll / (model.dim * math.log(2)), "examples": count}
 
 
+def learning_rate(train: Mapping[str, Any], epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
+    """Linear warm-up per batch over ``warmup_epochs``, then ``lr * lr_decay**epoch``."""
+    lr = float(train["lr"]) * float(train.get("lr_decay", 1.0)) ** epoch
+    warmup_steps = float(train.get("warmup_epochs", 0)) * steps_per_epoch
+    step = epoch * steps_per_epoch + step_in_epoch + 1
+    if warmup_steps > 0 and step < warmup_steps:
+        lr *= step / warmup_steps
+    return lr
+
+
+@torch.no_grad()
+def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Exact mean NLL (nats) over a split, and bits/dim; layers run their exact (eval) paths."""
+    model.eval()
+    total, count = 0.0, 0
+    for item in loader:
+        x = first_tensor(item).to(device)
+        total += (-model.log_prob(x)).double().sum().item()
+        count += x.shape[0]
+    model.train()
+    nll = total / max(count, 1)
+    return {"nll": nll, "bpd": nll / (model.dim * math.log(2)), "examples": count}
+
+
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and a rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def plugins_used(recipe: Recipe) -> dict[str, dict[str, str]]:
@@ -146,15 +140,29 @@ def weights_metadata(recipe: Recipe, model: FlowModel) -> dict[str, Any]:
     }
 
 
-class Progress:
-    """A one-line progress bar on stderr (tqdm when available)."""
+def weights_metadata(recipe: Recipe, model: FlowModel) -> dict[str, Any]:
+    return {
+        "zoo_version": zoo.__version__,
+        "recipe_sha256": recipe.sha256,
+        "input_shape": list(model.shape),
+        "n_bits": model.n_bits,
+    }
 
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
+
+class Progress:
+    """One progress bar for the whole run on stderr (tqdm), so its ETA is the run's, not the
+    epoch's; the description says which epoch it is in."""
+
+    def __init__(self, total: int, epochs: int, enabled: bool):
+        self.bar, self.epochs = None, epochs
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def epoch(self, index: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"epoch {index + 1}/{self.epochs}", refresh=False)
 
     def update(self, **postfix):
         if self.bar is not None:
@@ -166,6 +174,36 @@ class Progress:
             self.bar.close()
 
 
+@dataclass
+class RunState:
+    """What the loop carries from step to step and epoch to epoch."""
+
+    recipe: Recipe
+    folder: Path
+    info: dict[str, Any]
+    model: FlowModel
+    dataset: FlowDataset
+    device: torch.device
+    best_nll: float = math.inf
+    best_epoch: int | None = None
+    batch_times: list[float] = field(default_factory=list)
+    skipped: int = 0
+
+    def set_status(self, status: str, **extra) -> None:
+        self.info.update(status=status, **extra)
+        runs.write_info(self.folder, self.info)
+
+    def save_model(self) -> None:
+        digest = save_weights(self.model, self.folder / WEIGHTS_FILE, weights_metadata(self.recipe, self.model))
+        self.info["weights_sha256"] = digest
+        runs.write_info(self.folder, self.info)
+
+    def saved_so_far(self) -> str:
+        if self.best_epoch is None:
+            return f"no model was saved yet (the first evaluation saves one); the run folder is {self.folder}"
+        return f"the best model so far (epoch {self.best_epoch}) is in {self.folder / WEIGHTS_FILE}"
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -174,159 +212,182 @@ def run(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     log=print,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Train and evaluate a recipe; return the run folder and the final test metrics."""
+    """Train and evaluate a recipe; return the run folder and the final test metrics.
+
+    ``out`` is the run folder (default ``runs/<name>-<time>``); an existing run there is
+    replaced only with ``overwrite=True``.
+    """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    train_cfg = recipe["train"]
-    seed = int(train_cfg.get("seed", 0))
-    torch.manual_seed(seed)
-    device = pick_device(train_cfg.get("device", "auto"))
+    if out is not None:
+        runs.check_output_folder(out, overwrite)  # before anything is built
+    state = start(recipe, out, overwrite, log)
+    train_loader, val_loader, test_loader = make_loaders(state.dataset, recipe, int(recipe.train["seed"]))
+    try:
+        fit(state, train_loader, val_loader, progress, log)
+    except KeyboardInterrupt:
+        state.set_status("interrupted", ended=_now())
+        log(f"interrupted: {state.saved_so_far()}")
+        raise
+    except BaseException:
+        state.set_status("failed", ended=_now())
+        raise
+    return finish(state, test_loader, log)
 
+
+def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
+    """Seed, build the data and the model, create the run folder with recipe.yaml and run.json."""
+    torch.manual_seed(int(recipe.train["seed"]))
+    device = pick_device(recipe.train.get("device", "auto"))
     dataset = assemble.build_dataset(recipe)
     if dataset.notice:
         log(f"note: {dataset.notice}")
     model = assemble.build_model(recipe, shape=dataset.shape, n_bits=dataset.n_bits).to(device)
-    loss_fn = assemble.build_loss(recipe)
-    mode = assemble.build_gradient_mode(recipe)
-    train_loader, val_loader, test_loader = make_loaders(dataset, recipe, seed)
-
-    folder = new_run_folder(recipe, out)
-    write_text(folder / "recipe.yaml", recipe.to_yaml())
-    write_json(
-        folder / "run.json",
-        {
-            "zoo_version": zoo.__version__,
-            "recipe_sha256": recipe.sha256,
-            "input_shape": list(dataset.shape),
-            "n_bits": dataset.n_bits,
-            "device": str(device),
-            "started": datetime.now().isoformat(timespec="seconds"),
-            "plugins": plugins_used(recipe),
-        },
-    )
-    metrics_log = folder / "metrics.jsonl"
-    metrics_log.unlink(missing_ok=True)
+    folder = runs.create_run_folder(recipe["name"], out, overwrite)
+    write_text(folder / runs.RECIPE_FILE, recipe.to_yaml())
+    info = {
+        "zoo_version": zoo.__version__,
+        "recipe_sha256": recipe.sha256,
+        "input_shape": list(dataset.shape),
+        "n_bits": dataset.n_bits,
+        "device": str(device),
+        "started": _now(),
+        "plugins": plugins_used(recipe),
+        "status": "running",
+        "weights_sha256": None,
+    }
+    runs.write_info(folder, info)
     log(f"run folder: {folder}")
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters, data {tuple(dataset.shape)}")
+    return RunState(recipe, folder, info, model, dataset, device)
 
-    model.initialize(first_tensor(next(iter(train_loader))).to(device))  # data-dependent init
+
+def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progress: bool, log) -> None:
+    """Every epoch: the training steps, then (every ``eval_every``) validation and the best model."""
+    train_cfg, model = state.recipe.train, state.model
+    model.initialize(first_tensor(next(iter(train_loader))).to(state.device))  # data-dependent init
+    mode = assemble.build_gradient_mode(state.recipe)
     mode.prepare(model)
+    loss_fn = assemble.build_loss(state.recipe)
     optimizer = assemble.build_optimizer(model, train_cfg)
     max_steps = train_cfg.get("max_steps_per_epoch")
-    steps_per_epoch = min(len(train_loader), max_steps) if max_steps else len(train_loader)
-    on_nonfinite = train_cfg.get("on_nonfinite", "stop")
-    clip = train_cfg.get("grad_clip_norm")
-
-    best = {"nll": math.inf, "epoch": None}
-    batch_times: list[float] = []
-    skipped = 0
-    model.train()
-    for epoch in range(int(train_cfg["epochs"])):
-        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{train_cfg['epochs']}", progress)
-        epoch_loss, seen = 0.0, 0
-        for step, item in enumerate(train_loader):
-            if step >= steps_per_epoch:
-                break
-            x = first_tensor(item).to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(train_cfg, epoch, step, steps_per_epoch)
-            started = time.perf_counter()
-            loss, logs = mode.loss(model, x, loss_fn)
-            if not torch.isfinite(loss):
-                if on_nonfinite == "skip":
-                    skipped += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    bar.update(loss=float("nan"))
-                    continue
-                bar.close()
-                raise TrainingError(
-                    f"{getattr(recipe, 'path', None) or recipe['name']}: the training loss became "
-                    f"{loss.item()} at epoch {epoch + 1}, batch {step + 1}. Lower train.lr, set "
-                    "train.grad_clip_norm, or set train.on_nonfinite=skip to skip such batches. "
-                    f"The best model so far is in {folder}."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
-            optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            batch_times.append(time.perf_counter() - started)
-            epoch_loss += loss.item() * x.shape[0]
-            seen += x.shape[0]
-            bar.update(loss=loss.item())
+    steps = min(len(train_loader), max_steps) if max_steps else len(train_loader)
+    epochs = int(train_cfg["epochs"])
+    bar = Progress(epochs * steps, epochs, progress)
+    try:
+        model.train()
+        for epoch in range(epochs):
+            bar.epoch(epoch)
+            train_loss = train_epoch(state, train_loader, steps, epoch, mode, loss_fn, optimizer, bar)
+            last = epoch + 1 == epochs
+            if (epoch + 1) % int(train_cfg.get("eval_every", 1)) == 0 or last:
+                validate(state, val_loader, epoch, train_loss, log)
+            every = train_cfg.get("sample_every")
+            if every and (epoch + 1) % int(every) == 0 and not last:
+                save_samples(model, state.folder, f"epoch{epoch + 1:04d}", train_cfg, state.dataset)
+    finally:
         bar.close()
 
-        last_epoch = epoch + 1 == int(train_cfg["epochs"])
-        if (epoch + 1) % int(train_cfg.get("eval_every", 1)) == 0 or last_epoch:
-            val = evaluate(model, val_loader, device)
-            record = {"epoch": epoch + 1, "train_loss": epoch_loss / max(seen, 1), "val_nll": val["nll"],
-                      "val_bpd": val["bpd"], "time": time.time()}
-            improved = val["nll"] < best["nll"]
-            if improved:
-                best = {"nll": val["nll"], "epoch": epoch + 1}
-                save_weights(model, folder / WEIGHTS_FILE, weights_metadata(recipe, model))
-            record["best"] = improved
-            append_jsonl(metrics_log, record)
-            log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val NLL {val['nll']:.4f} nats"
-                + (f" ({val['bpd']:.4f} bits/dim)" if dataset.is_image else "") + (" *" if improved else ""))
-        every = train_cfg.get("sample_every")
-        if every and (epoch + 1) % int(every) == 0 and not last_epoch:
-            save_samples(model, folder, f"epoch{epoch + 1:04d}", train_cfg, dataset)
 
-    if best["epoch"] is None:  # no finite validation NLL: keep the last weights, say so
-        save_weights(model, folder / WEIGHTS_FILE, weights_metadata(recipe, model))
-    load_weights(model, folder / WEIGHTS_FILE)
-    test = evaluate(model, test_loader, device)
+def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mode, loss_fn,
+                optimizer, bar: Progress) -> float:
+    """One epoch of steps; the mean training loss over its examples."""
+    train_cfg, model = state.recipe.train, state.model
+    clip = train_cfg.get("grad_clip_norm")
+    total, seen = 0.0, 0
+    for step, item in enumerate(loader):
+        if step >= steps:
+            break
+        x = first_tensor(item).to(state.device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(train_cfg, epoch, step, steps)
+        started = time.perf_counter()
+        loss, _logs = mode.loss(model, x, loss_fn)
+        if not torch.isfinite(loss):
+            if train_cfg.get("on_nonfinite", "stop") != "skip":
+                raise TrainingError(
+                    f"{state.recipe.where}: the training loss became {loss.item()} at epoch {epoch + 1}, "
+                    f"batch {step + 1}. Lower train.lr, set train.grad_clip_norm, or set "
+                    f"train.on_nonfinite=skip to skip such batches. {state.saved_so_far().capitalize()}."
+                )
+            state.skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            bar.update(loss=float("nan"))
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip), foreach=True)
+        optimizer.step()
+        if state.device.type == "cuda":
+            torch.cuda.synchronize()
+        state.batch_times.append(time.perf_counter() - started)
+        total += loss.item() * x.shape[0]
+        seen += x.shape[0]
+        bar.update(loss=loss.item())
+    return total / max(seen, 1)
+
+
+def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float, log) -> None:
+    """Validation NLL; a better model is saved (and run.json records its sha256)."""
+    val = evaluate(state.model, loader, state.device)
+    improved = val["nll"] < state.best_nll
+    if improved:
+        state.best_nll, state.best_epoch = val["nll"], epoch + 1
+        state.save_model()
+    record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nll": val["nll"],
+              "val_bpd": val["bpd"], "time": time.time(), "best": improved}
+    append_jsonl(state.folder / "metrics.jsonl", record)
+    bits = f" ({val['bpd']:.4f} bits/dim)" if state.dataset.is_image else ""
+    log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, val NLL {val['nll']:.4f} nats{bits}"
+        + (" *" if improved else ""))
+
+
+def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
+    """Test metrics of the best model, the final samples, metrics.json; status complete."""
+    recipe, model, train_cfg = state.recipe, state.model, state.recipe.train
+    if state.best_epoch is None:  # no finite validation NLL: keep the last weights, say so
+        log("note: no evaluation gave a finite validation NLL; the last weights are kept")
+        state.save_model()
+    load_weights(model, state.folder / WEIGHTS_FILE)
+    test = evaluate(model, test_loader, state.device)
     sample_started = time.perf_counter()
-    save_samples(model, folder, "final", train_cfg, dataset)
+    save_samples(model, state.folder, "final", train_cfg, state.dataset)
     n_samples = int(train_cfg.get("n_samples", 64))
     metrics = {
         "test_nll": test["nll"],
-        "test_bpd": test["bpd"] if dataset.is_image else None,
-        "val_nll": best["nll"] if math.isfinite(best["nll"]) else None,
-        "best_epoch": best["epoch"],
+        "test_bpd": test["bpd"] if state.dataset.is_image else None,
+        "val_nll": state.best_nll if math.isfinite(state.best_nll) else None,
+        "best_epoch": state.best_epoch,
         "epochs": int(train_cfg["epochs"]),
         "test_examples": test["examples"],
-        "ms_per_batch": 1000 * _mean(batch_times[1:] or batch_times),
+        "ms_per_batch": 1000 * _mean(state.batch_times[1:] or state.batch_times),
         "ms_per_sample": 1000 * (time.perf_counter() - sample_started) / max(n_samples, 1),
-        "skipped_batches": skipped,
+        "skipped_batches": state.skipped,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "dataset": assemble.dataset_params(recipe)[0],
+        "dataset": recipe.component("dataset")[0],
         "recipe_sha256": recipe.sha256,
     }
-    write_json(folder / "metrics.json", metrics)
+    write_json(state.folder / runs.METRICS_FILE, metrics)
+    state.set_status("complete", ended=_now())
     line = f"test NLL {test['nll']:.4f} nats"
-    if dataset.is_image:
+    if state.dataset.is_image:
         line += f", {test['bpd']:.4f} bits/dim"
-    log(f"{line} (best epoch {best['epoch']}); run folder: {folder}")
-    return RunResult(folder, metrics)
+    log(f"{line} (best epoch {state.best_epoch}); run folder: {state.folder}")
+    return RunResult(state.folder, metrics)
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-# --- run folders ---------------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
 
 
 def load_run(folder: str | os.PathLike) -> tuple[Recipe, FlowModel]:
-    """The recipe and trained model (eval mode) of a run folder."""
-    folder = Path(folder)
-    recipe_path = folder / "recipe.yaml"
-    if not recipe_path.is_file():
-        raise WeightsError(
-            f"{folder}: not a run folder (no recipe.yaml). Pass the folder that `zoo run` printed."
-        )
-    recipe = load_recipe(recipe_path)
-    info_path = folder / "run.json"
-    shape = n_bits = None
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        shape, n_bits = info.get("input_shape"), info.get("n_bits")
-    model = assemble.build_model(recipe, shape=shape, n_bits=n_bits)
-    load_weights(model, folder / WEIGHTS_FILE)
-    model.eval()
-    return recipe, model
+    """The recipe and trained model (eval mode) of a run folder, with every check of
+    ``zoo.runs.load_folder`` (the one loader)."""
+    return runs.load_folder(folder)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,17 +11,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from zoo._atomic import write_bytes
 from zoo.flow import FlowModel
 
 
 def save_png(array: np.ndarray, path: Path) -> Path:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return write_bytes(path, buffer.getvalue())
 
 
 def image_grid(images: torch.Tensor, n_bits: int | None) -> np.ndarray:

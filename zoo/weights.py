@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from zoo._atomic import write_bytes
 from zoo.errors import WeightsError
 
 WEIGHTS_FILE = "model.safetensors"
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: Mapping[str, object]) -> None:
-    """Write the state dict to ``path`` via a temporary file and a rename: never half-written.
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: Mapping[str, object]) -> str:
+    """Write the state dict to ``path`` atomically; return the file's sha256 (run.json keeps it).
 
     ``metadata`` values that are not strings are stored as JSON (safetensors metadata is str->str).
     """
-    path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".safetensors.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Serialised in memory and written once by the atomic writer: safetensors' own save_file
+    # would make a second temporary file of the model's size.
+    data = save(state, metadata=meta)
+    write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -67,10 +64,17 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, s
         for k in sorted(set(state) & set(expected))
         if state[k].shape != expected[k].shape
     ]
-    if missing or unexpected or wrong:
+    wrong_dtype = [
+        f"{k}: file {state[k].dtype} vs model {expected[k].dtype}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].dtype != expected[k].dtype
+    ]
+    if missing or unexpected or wrong or wrong_dtype:
         parts = []
         if wrong:
             parts.append("shapes differ for " + "; ".join(wrong[:5]) + (" ..." if len(wrong) > 5 else ""))
+        if wrong_dtype:
+            parts.append("dtypes differ for " + "; ".join(wrong_dtype[:5]))
         if missing:
             parts.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
         if unexpected:
@@ -78,6 +82,12 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, s
         raise WeightsError(
             f"{path}: the weights do not match the model built from the recipe ({'; '.join(parts)}). "
             "Use the recipe.yaml that was saved with these weights."
+        )
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not_finite:
+        raise WeightsError(
+            f"{path}: tensors {not_finite[:5]} hold NaN or infinite values; the file was damaged or "
+            "training diverged. Re-download it (`zoo pull`) or re-run training."
         )
     model.load_state_dict(state)
     return read_metadata(path)
