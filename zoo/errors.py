@@ -41,3 +41,15 @@ class HubError(ZooError):
 
 class TrainingError(ZooError):
     """Training cannot go on (e.g. the loss became non-finite)."""
+
+
+class DataFilesNotFound(DataError):
+    """None of a dataset's files are where zoo looked (as opposed to some of them missing)."""
+
+
+class KernelBackendError(ZooError):
+    """A kernel backend was asked for where it cannot run (e.g. Triton without CUDA)."""
+
+
+class ActivationRangeError(ZooError):
+    """An activation's inverse got a value outside the activation's range."""

@@ -1,26 +1,101 @@
-"""The hooks a zoo plugin implements: this module is the extension manual.
+"""The hooks a zoo plugin implements, and the protocols zoo recognises: the extension manual.
 
+Registering
+-----------
 A plugin is a module (or object) listed under the entry-point group ``zoo`` in its package's
 ``pyproject.toml``::
 
     [project.entry-points.zoo]
     myflows = "zoo_myflows.plugin"
 
-and implementing any of the hooks below with ``@zoo.hookimpl``. Every hook takes no arguments and
-returns a mapping ``{name: factory}``; the names become usable in recipes exactly like the
-built-in ones (which register through these same hooks and entry points).
+and implementing any subset of the hooks below with ``@zoo.hookimpl``. Every hook takes no
+arguments and returns a mapping ``{name: entry}`` (a factory for most kinds); the names become
+usable in recipes exactly like the built-in ones, which register through these same hooks and
+entry points. ``ZOO_DISABLE_PLUGINS=a,b`` turns plugins off by entry-point name.
 
-Factories may carry metadata as attributes:
+A plugin that fails is isolated, never fatal: an import error, ``sys.exit``, a hook that raises
+or returns something other than a mapping, a non-callable factory, an invalid ``params_schema``
+or a name another plugin already registered make ``zoo plugins`` show it as BROKEN with every
+reason; the other plugins keep working, and a recipe that names a broken component gets a
+``zoo.errors.PluginError`` naming the plugin, the component and the place in the recipe.
 
+Factory metadata
+----------------
 ``params_schema``
     a JSON Schema (``{"type": "object", "properties": ...}``) for the recipe parameters. Without
-    it, one is derived from the factory's signature and type hints.
+    it, one is derived from the factory's signature and type hints (parameters without a default
+    are required; unknown parameters are refused at validation, with their recipe path).
 ``examples`` (layers)
     a list of ``{"shape": (...), "params": {...}}`` (optionally ``"input"``: ``"normal"``,
-    ``"unit_interval"``, ``"positive"`` or ``"pixels"``) on which ``zoo.testing`` runs the layer
-    contract checks. Keep them tiny: the checks build a dense Jacobian.
+    ``"unit_interval"``, ``"positive"`` or ``"pixels"``, and ``"perturb"``) on which
+    ``zoo.testing`` runs the layer contract checks. Keep them tiny: the checks build a dense
+    Jacobian.
+docstring
+    its first line is the component's one-line description in ``zoo list`` (give the formula and
+    the paper); the rest is shown by ``zoo list KIND -v NAME``.
 
-The first line of a factory's docstring is its one-line description in ``zoo list``.
+Optional protocols (duck-typed)
+-------------------------------
+Multi-scale layers
+    derive from ``zoo.flow.FactorOut`` (``factor(x) -> (y, z, logdet)``, ``unfactor(y, z) -> x``,
+    ``factored_shape``): the model keeps every factored part in one flat latent, so
+    ``model(x) -> (z, logdet)`` is an exact bijection and ``model.inverse`` exact.
+Learned inverses
+    a layer with a cheap approximate inverse sets a boolean attribute ``fast_inverse``;
+    ``model.sample()`` switches it on (and ``inverse`` uses it) unless ``exact_inverse=True``.
+    ``model.inverse`` outside sampling stays exact.
+Self-normalizing layers
+    expose ``reconstruction_loss(symmetric: bool) -> Tensor (batch,)`` (on the input of their last
+    training forward) and a ``self_normalized`` attribute, which the gradient modes switch
+    (``zoo.plugins.gradient_modes``).
+Datasets that know their shape
+    a dataset factory may carry ``data_shape(**params) -> (shape, n_bits)``, so that a model can
+    be built (``zoo validate``, loading weights) without the data files.
+
+Errors to raise
+---------------
+A factory raises ``zoo.errors.ShapeError`` (or ``ValueError``) for an input shape it cannot take,
+``zoo.errors.RecipeError`` for parameters that pass the schema but cannot work together, and
+``zoo.errors.DataError`` for missing or malformed data files, each saying what to change. Any other
+exception from a factory is reported as a bug of the plugin (``PluginError``).
+
+Testing a plugin
+----------------
+``zoo.testing.check_layer(factory, shape, params)`` runs the contract every layer must pass
+(inverse round trip, log-determinant against the brute-force float64 Jacobian, shapes, finite
+gradients, safetensors round trip); ``zoo.testing.layer_examples(factory)`` gives its examples.
+
+A worked example
+----------------
+``examples/zoo-example-plugin`` in zoo's repository is a complete, installable plugin::
+
+    import torch
+    from torch import nn
+    import zoo
+
+    class SinhArcsinh(nn.Module):
+        # docstring: "Element-wise y = sinh(b asinh(x) - a) (Jones & Pewsey 2009)."
+        examples = [{"shape": (3,), "params": {}}]
+
+        def __init__(self, shape: tuple, init_tail: float = 1.0):   # shape first, then params
+            ...
+        def forward(self, x):            # -> (y, logdet of shape (batch,))
+            ...
+        def inverse(self, y):
+            ...
+
+    @zoo.hookimpl
+    def zoo_layers():
+        return {"sinh_arcsinh": SinhArcsinh}
+
+    @zoo.hookimpl
+    def zoo_recipes():                    # recipes shipped as package data run by name
+        from pathlib import Path
+        from zoo.recipe import recipes_in
+        return recipes_in(Path(__file__).parent / "recipes")
+
+After ``pip install zoo-example-plugin``, ``zoo list layers`` shows ``sinh_arcsinh`` and
+``zoo run ring_sinh`` trains its recipe.
 """
 
 from __future__ import annotations
@@ -54,7 +129,8 @@ def zoo_layers() -> Mapping[str, Callable[..., Any]]:
     ``factor(x) -> (y, z, logdet)`` and ``unfactor(y, z) -> x`` and ``factored_shape``; its
     ``forward`` then adds the standard-normal log-density of ``z`` to ``logdet``.
 
-    A factory should raise ``zoo.ShapeError`` (or ``ValueError``) for a shape it cannot take.
+    A factory should raise ``zoo.errors.ShapeError`` (or ``ValueError``) for a shape it cannot
+    take.
     """
 
 

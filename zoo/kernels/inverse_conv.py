@@ -23,15 +23,11 @@ from typing import Literal
 import torch
 from torch.autograd.function import once_differentiable
 
-from zoo.errors import ZooError
+from zoo.errors import KernelBackendError  # noqa: F401  (re-exported: its old home)
 from zoo.kernels import wavefront
 
 Backend = Literal["triton", "torch"]
 BACKENDS = ("triton", "torch")
-
-
-class KernelBackendError(ZooError):
-    """A kernel backend was asked for where it cannot run."""
 
 
 def triton_available() -> bool:

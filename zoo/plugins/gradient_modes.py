@@ -43,7 +43,7 @@ from zoo.errors import RecipeError
 from zoo.hookspecs import hookimpl
 
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
-BASES = ("exact", "self_normalized")
+UNDERLYING_MODES = ("exact", "self_normalized")  # what `reconstruction_augmented` adds to
 
 
 def selfnorm_layers(model: nn.Module) -> list[nn.Module]:
@@ -95,9 +95,9 @@ class ReconstructionAugmented(ExactGradient):
     """The base mode's loss plus λ × the layer-wise reconstruction loss of the SNF layers."""
 
     def __init__(self, base: str, recon_loss_weight: float, symmetric: bool):
-        if base not in BASES:
+        if base not in UNDERLYING_MODES:
             raise RecipeError(
-                f"gradient_mode.base: {base!r} is not a base mode; use one of {', '.join(BASES)}."
+                f"gradient_mode.base: {base!r} is not a base mode; use one of {', '.join(UNDERLYING_MODES)}."
             )
         if not recon_loss_weight >= 0:
             raise RecipeError(
