@@ -1,4 +1,4 @@
-"""An example zoo plugin: a layer (`sinh_arcsinh`) and a dataset (`ring`).
+"""An example zoo plugin: a layer (`sinh_arcsinh`), a dataset (`ring`) and a recipe (`ring_sinh`).
 
 Installed with pip, it is found through the entry point in its pyproject.toml; its components
 then work in recipes exactly like zoo's built-in ones.
@@ -7,6 +7,7 @@ then work in recipes exactly like zoo's built-in ones.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,3 +66,10 @@ def zoo_layers():
 @zoo.hookimpl
 def zoo_datasets():
     return {"ring": ring}
+
+
+@zoo.hookimpl
+def zoo_recipes():
+    from zoo.recipe import recipes_in
+
+    return recipes_in(Path(__file__).parent / "recipes")
