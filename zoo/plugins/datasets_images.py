@@ -374,8 +374,8 @@ def load_imagenet(side: int, data_dir: str | None, n_val: int, n_bits: int,
     cap = max_images if max_images is not None else total
     train_range = range(0, min(total - n_val, cap))
     val_range = range(total - n_val, total - n_val + min(n_val, cap))
-    image_bytes = 3 * side * side
-    _readers.check_memory(train_files[0].parent, (len(train_range) + len(val_range) + max(counts)) * image_bytes,
+    held = len(train_range) + len(val_range) + max(counts)  # the splits, and one batch being read
+    _readers.check_memory(train_files[0].parent, held * 3 * side * side,
                           f"the {len(train_range)} training and {len(val_range)} validation images "
                           "(and one batch file being read)", "use max_images for fewer")
     train, val = _gather(train_files, counts, [train_range, val_range], side)
