@@ -353,21 +353,50 @@ def _object_free(dtype: np.dtype) -> np.dtype:
 
 _GUARDED = {"encode": _latin1_encode, "ndarray": _ArrayType, "_reconstruct": _empty_array,
             "dtype": lambda *args: _object_free(np.dtype(*args))}
-# Opcodes whose argument is a memo index: the C unpickler grows its memo to twice the index at once
+PICKLE_OPCODES = {op.code.encode("latin1"): op for op in pickletools.opcodes}
+PICKLE_COUNTS = {  # how a counted argument (a string, bytes, a long) gives its length
+    pickletools.TAKEN_FROM_ARGUMENT1: "<B", pickletools.TAKEN_FROM_ARGUMENT4: "<i",
+    pickletools.TAKEN_FROM_ARGUMENT4U: "<I", pickletools.TAKEN_FROM_ARGUMENT8U: "<Q",
+}
 MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 
 
-def load_restricted_pickle(raw: bytes):
-    """Unpickle ``raw`` with ``RestrictedUnpickler`` once its opcodes have been read and found
-    sane: the C unpickler allocates a counted string's or a frame's declared length before
-    reading it, and a memo of twice a declared index, so a 20-byte pickle could ask for 2**64
-    bytes. ``pickletools.genops`` reads those lengths against the bytes really there."""
+def check_pickle_sizes(raw: bytes) -> None:
+    """UnpicklingError unless every length in the pickle ``raw`` fits in it.
+
+    The C unpickler allocates a counted string's declared length before reading it, a frame's,
+    and a memo of twice a declared index (cleared, so touched), so a 20-byte pickle could ask for
+    2**64 bytes. This walks the opcodes (``pickletools.opcodes`` says each one's argument),
+    skipping counted arguments without decoding them, and checks those numbers against the end.
+    """
     stream = io.BytesIO(raw)
-    for opcode, arg, position in pickletools.genops(stream):
-        if opcode.name in MEMO_PUTS and int(arg) > len(raw):
-            raise pickle.UnpicklingError(f"memo index {arg} at byte {position} is past the pickle's end")
-        if opcode.name == "FRAME" and arg > len(raw) - stream.tell():
-            raise pickle.UnpicklingError(f"frame of {arg} bytes at byte {position} is past the pickle's end")
+    while True:
+        position = stream.tell()
+        op = PICKLE_OPCODES.get(stream.read(1))
+        if op is None:
+            raise pickle.UnpicklingError(f"no valid opcode at byte {position} (and no STOP before it)")
+        if op.name == "STOP":
+            return
+        if op.arg is None:
+            continue
+        if op.arg.n in PICKLE_COUNTS:
+            count_format = PICKLE_COUNTS[op.arg.n]
+            (value,) = struct.unpack(count_format, stream.read(struct.calcsize(count_format)))
+            if not 0 <= value <= len(raw) - stream.tell():
+                raise pickle.UnpicklingError(f"{op.name} at byte {position} announces {value} bytes; "
+                                             f"{len(raw) - stream.tell()} remain")
+            stream.seek(value, io.SEEK_CUR)
+            continue
+        value = op.arg.reader(stream)
+        if op.name in MEMO_PUTS and int(value) > len(raw):
+            raise pickle.UnpicklingError(f"memo index {value} at byte {position} is past the pickle's end")
+        if op.name == "FRAME" and value > len(raw) - stream.tell():
+            raise pickle.UnpicklingError(f"frame of {value} bytes at byte {position} is past the pickle's end")
+
+
+def load_restricted_pickle(raw: bytes):
+    """Unpickle ``raw`` with ``RestrictedUnpickler`` once ``check_pickle_sizes`` passed."""
+    check_pickle_sizes(raw)
     return RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
 
 
