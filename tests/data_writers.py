@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -179,3 +181,114 @@ def write_image_folder(folder: Path, classes: dict[str, int], size: tuple[int, i
             image[:, 0] = 0
             Image.fromarray(image).save(folder / name / f"{k:03d}.png")
     return folder
+
+
+# --- hostile files -----------------------------------------------------------------------------
+# Small on disk, huge in what they announce (and, for the bombs, in what they really expand to).
+
+
+def idx_header(count: int, height: int = 28, width: int = 28, value_type: int = 0x08) -> bytes:
+    return bytes([0, 0, value_type, 3]) + struct.pack(">III", count, height, width)
+
+
+def write_gzip_bomb(path: Path, declared_images: int, real_bytes: int,
+                    member_bytes: int = 64 << 20) -> Path:
+    """A gzipped IDX file announcing ``declared_images`` 28x28 images whose stream really
+    decompresses to ``real_bytes`` bytes (header included, zeros after it).
+
+    Zeros are streamed through gzip one ``member_bytes`` block at a time; the blocks after the
+    first are identical, so one is compressed and written again and again: a gzip file is a
+    series of members that decompressors join (RFC 1952, 2.2), and 3 GiB costs one 64 MiB
+    compression and about 3 MB of disk.
+    """
+    header = idx_header(declared_images)
+    first = min(real_bytes, member_bytes)
+    zeros = gzip.compress(bytes(member_bytes), compresslevel=9, mtime=0)
+    with open(path, "wb") as handle:
+        handle.write(gzip.compress(header + bytes(first - len(header)), compresslevel=9, mtime=0))
+        left = real_bytes - first
+        while left >= member_bytes:
+            handle.write(zeros)
+            left -= member_bytes
+        if left:
+            handle.write(gzip.compress(bytes(left), compresslevel=9, mtime=0))
+    return path
+
+
+def png_bytes(width: int, height: int, rows: bytes = b"") -> bytes:
+    """An 8-bit RGB PNG (signature, IHDR, one IDAT of ``rows`` deflated, IEND; each chunk with
+    its CRC) announcing ``width`` x ``height``: ``rows`` are the filtered scanlines (a filter
+    byte, then 3 bytes per pixel), all of them for a real image, a few for a bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # depth 8, colour type 2: RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def npy_header(descr: str, shape: tuple) -> bytes:
+    """A .npy 1.0 header (NEP 1): magic, version, little-endian uint16 length, then the dict
+    literal padded with spaces and a newline to a multiple of 64 bytes."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    padding = -(10 + len(text) + 1) % 64
+    text += " " * padding + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+
+def write_npz(path: Path, members: dict[str, bytes]) -> Path:
+    """An .npz archive (a zip) of ``members``: name (without .npy) -> the .npy file's bytes."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return path
+
+
+def write_npz_of_zeros(path: Path, shape: tuple, chunk: int = 16 << 20) -> Path:
+    """An .npz whose deflated ``data`` member is an honest uint8 array of ``shape``, all zeros:
+    streamed through the compressor, so the file is small and the array real."""
+    total = int(np.prod(shape))
+    zeros = bytes(chunk)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("data.npy", "w", force_zip64=True) as member:
+            member.write(npy_header("|u1", shape))
+            for start in range(0, total, chunk):
+                member.write(zeros[:min(chunk, total - start)])
+    return path
+
+
+def pickle_of(*ops: bytes) -> bytes:
+    """A protocol-2 pickle made of raw opcodes ``ops``, then STOP."""
+    return b"\x80\x02" + b"".join(ops) + b"."
+
+
+def unicode_op(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return b"X" + struct.pack("<I", len(data)) + data  # BINUNICODE
+
+
+def hex_bomb_pickle(levels: int = 40) -> bytes:
+    """``_codecs.encode`` applied ``levels`` times with the 'hex' codec: each call doubles the
+    bytes, so 500 bytes of pickle ask for 3 * 2**levels."""
+    body = b"h\x00" + unicode_op("abc") + unicode_op("latin1") + b"\x86R"  # encode('abc', 'latin1')
+    for _ in range(levels):
+        body = b"h\x00" + body + unicode_op("hex") + b"\x86R"  # encode(previous, 'hex')
+    return pickle_of(b"c_codecs\nencode\nq\x000", body)  # the global in memo 0, popped
+
+
+def huge_bytes_pickle(length: int = 10 ** 12) -> bytes:
+    """BINBYTES8 announcing ``length`` bytes and holding three (protocol 4's opcode)."""
+    return b"\x80\x04\x8e" + struct.pack("<Q", length) + b"abc."
+
+
+def huge_memo_pickle(index: int = 2 ** 31) -> bytes:
+    """An empty dict stored at memo ``index`` (LONG_BINPUT): the C unpickler grows its memo to
+    twice the index and clears it, 32 GiB for 2**31."""
+    return pickle_of(b"}", b"r" + struct.pack("<I", index))
+
+
+def huge_array_pickle(count: int = 10 ** 12) -> bytes:
+    """numpy's ``_reconstruct(ndarray, (count,), 'B')``: an array allocated from a shape."""
+    return pickle_of(b"cnumpy.core.multiarray\n_reconstruct\n", b"cnumpy\nndarray\n",
+                     b"\x8a\x08" + count.to_bytes(8, "little") + b"\x85", unicode_op("B"),
+                     b"\x87R")

@@ -31,8 +31,9 @@ def splits_of(dataset) -> list[torch.Tensor]:
 
 @pytest.fixture(autouse=True)
 def no_default_data_dir(monkeypatch, tmp_path):
-    """Keep the machine's ./data or $ZOO_DATA_DIR out of the tests."""
+    """Keep the machine's ./data or $ZOO_DATA_DIR, and the user's cache, out of the tests."""
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "unset-data-dir"))
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
 
 
 # --- registration ------------------------------------------------------------------------------

