@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 DATA_DIR_ENV = "ZOO_DATA_DIR"
+CACHE_DIR_ENV = "ZOO_CACHE_DIR"
 
 
 @dataclass
@@ -53,3 +54,12 @@ def data_dir(param: str | os.PathLike | None = None) -> Path:
 def first_tensor(item: Any) -> torch.Tensor:
     """The sample of a dataset item (datasets may yield ``(x,)`` or ``(x, label)``)."""
     return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def cache_dir() -> Path:
+    """Where zoo keeps files it can rebuild: ``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo``, else
+    ``~/.cache/zoo`` (the XDG rule that huggingface_hub's cache, which zoo's weights use, follows)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg).expanduser() / "zoo"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zoo.data import FlowDataset, data_dir as default_data_dir
-from zoo.errors import DataError, RecipeError
+from zoo._atomic import write_bytes
+from zoo.data import FlowDataset, cache_dir, data_dir as default_data_dir
+from zoo.errors import DataError, DataFilesNotFound, RecipeError
 from zoo.hookspecs import hookimpl
 from zoo.plugins import _readers
 from zoo.registry import params_schema_of
@@ -100,10 +101,6 @@ def check_n_bits(dataset: str, n_bits: int) -> None:
 # --- finding files -----------------------------------------------------------------------------
 
 
-class DataFilesNotFound(DataError):
-    """None of a dataset's files are where zoo looked (as opposed to some of them missing)."""
-
-
 # A layout: the files a dataset needs, each given as its alternative paths relative to a base
 # folder (e.g. with or without ".gz").
 Layout = Sequence[Sequence[str]]
@@ -137,35 +134,15 @@ def _root(data_dir: str | None) -> Path:
     return default_data_dir(data_dir)
 
 
-CACHE_DIR_ENV = "ZOO_CACHE_DIR"
-
-
-def cache_dir() -> Path:
-    """Where zoo keeps files it can rebuild: ``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo``, else
-    ``~/.cache/zoo`` (the XDG rule that huggingface_hub's cache, which zoo's weights use, follows)."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg).expanduser() / "zoo"
-
-
 def _write_atomically(path: Path, array: np.ndarray) -> bool:
-    """Save ``array`` as the .npy ``path`` through a temporary file and ``os.replace``, so a reader
-    never sees half a file; False (and nothing left behind) when the folder is not writable."""
-    temporary = None
+    """Save ``array`` as the .npy ``path`` with zoo's atomic writer; False (and nothing left
+    behind) when the folder is not writable."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".tmp",
-                                         delete=False) as handle:
-            temporary = Path(handle.name)
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        write_bytes(path, buffer.getvalue())
         return True
     except OSError:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
         return False
 
 
