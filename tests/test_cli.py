@@ -169,3 +169,279 @@ def test_score_images_with_an_image_model(capsys, tmp_path, monkeypatch):
     assert name == str(picture) and float(nats.split()[0]) > 0 and "bits/dim" in bits
     code, _, err = zoo(capsys, "score", run_dir, tmp_path / "missing.png")
     one_clear_error(code, err, "missing.png")
+
+
+# --- the command line itself ---------------------------------------------------------------------
+
+DIGITS = """\
+name: tinydigits
+dataset: {name: digits, batch_size: 64}
+model:
+  layers:
+    - {name: dequantize}
+    - {name: normalize, scale: 17.0}
+    - {name: logit, alpha: 1.0e-6}
+    - {name: squeeze}
+    - {name: affine_coupling, hidden: 8}
+train: {epochs: 1, lr: 1.0e-3, max_steps_per_epoch: 2, n_samples: 4}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One trained 2-D run folder shared by the tests that only read it."""
+    folder = tmp_path_factory.mktemp("tiny")
+    (folder / "tiny.yaml").write_text(TINY)
+    assert main(["run", str(folder / "tiny.yaml"), "--out", str(folder / "run"), "--no-progress"]) == 0
+    return folder / "run"
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """Fail the test if anything asks the Hub for a model."""
+    from zoo import hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the Hub was asked for {args}")
+
+    monkeypatch.setattr(hub, "load_pretrained", refuse)
+    monkeypatch.setattr(hub, "resolve_source", refuse)
+
+
+def test_version_names_zoo_torch_and_python(capsys):
+    import platform
+    import re
+
+    import torch
+
+    import zoo as package
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    out = capsys.readouterr().out.strip()
+    assert exit_.value.code == 0
+    assert re.fullmatch(r"zoo \S+ \(torch \S+, python \S+\)", out), out
+    assert out == f"zoo {package.__version__} (torch {torch.__version__}, python {platform.python_version()})"
+
+
+def test_bare_zoo_lists_every_command_with_its_help(capsys):
+    from zoo.cli import build_parser
+
+    code, out, err = zoo(capsys)
+    assert code == 0 and "required" not in err
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert len(sub.choices) >= 10
+    for choice in sub._choices_actions:
+        assert any(line.split()[:1] == [choice.dest] and choice.help in line for line in out.splitlines()), choice.dest
+
+
+def test_every_command_help_has_examples_of_itself(capsys):
+    from zoo.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0
+        assert "examples:" in out and f"  zoo {name}" in out.split("examples:")[1], name
+
+
+@pytest.mark.parametrize("where", ["before", "after", "env"])
+def test_debug_before_or_after_the_command_or_in_the_environment(capsys, tiny, monkeypatch, where):
+    tiny.write_text(TINY.replace("affine_coupling", "nope"))
+    monkeypatch.delenv("ZOO_DEBUG", raising=False)
+    code, _, err = zoo(capsys, "run", tiny)
+    assert code == 2 and "Traceback" not in err
+    if where == "env":
+        monkeypatch.setenv("ZOO_DEBUG", "1")
+    args = {"before": ["--debug", "run", tiny], "after": ["run", tiny, "--debug"], "env": ["run", tiny]}[where]
+    code, _, err = zoo(capsys, *args)
+    assert code == 2 and "Traceback" in err and "zoo: error:" in err
+
+
+def test_ctrl_c_exits_130(capsys, monkeypatch):
+    from zoo import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_schema", interrupted)
+    code, _, err = zoo(capsys, "schema")
+    assert code == 130 and "zoo: interrupted" in err and "Traceback" not in err
+
+
+# --- list ------------------------------------------------------------------------------------------
+
+
+def test_list_one_name_verbose_with_the_flag_anywhere(capsys):
+    outputs = []
+    for args in (["list", "layers", "-v", "affine_coupling"], ["list", "-v", "layers", "affine_coupling"],
+                 ["list", "layers", "affine_coupling", "--verbose"]):
+        code, out, err = zoo(capsys, *args)
+        assert code == 0, err
+        outputs.append(out)
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert "layers (1):" in outputs[0]
+    assert "- hidden: integer, default 64" in outputs[0]  # the parameters
+    assert "scale_fn" in outputs[0] and "interleaved" in outputs[0]  # the docstring's body
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_list_an_exact_name_that_does_not_exist(capsys, json_flag):
+    code, out, err = zoo(capsys, "list", "layers", "afine_coupling", *json_flag)
+    one_clear_error(code, err, "no layer named 'afine_coupling'", "Did you mean 'affine_coupling'",
+                    "`zoo list layers`")
+    assert out == ""
+
+
+def test_list_a_pattern_that_matches_nothing_is_not_an_error(capsys):
+    code, out, _ = zoo(capsys, "list", "layers", "zzz*")
+    assert code == 0 and "layers (0):" in out
+
+
+def test_list_recipes_shows_every_shipped_recipe_and_how_to_run_one(capsys, registry):
+    code, out, _ = zoo(capsys, "list", "recipes")
+    assert code == 0
+    names = registry.names("recipes")
+    assert f"recipes ({len(names)}):" in out and "toydensity" in names
+    for name in names:
+        assert any(line.split()[:1] == [name] for line in out.splitlines()), name
+    assert "`zoo run NAME`" in out
+    code, out, _ = zoo(capsys, "list", "recipes", "toydensity", "-v")
+    assert code == 0
+    assert "zoo run toydensity" in out and "toydensity.yaml" in out
+    assert "str(" not in out  # not the docstring of the path's type
+
+
+def test_list_models_verbose_shows_records_not_the_dict_docstring(capsys):
+    code, out, _ = zoo(capsys, "list", "-v")
+    assert code == 0 and "dict(" not in out and "str(" not in out
+
+
+def test_list_json_for_every_kind(capsys, registry):
+    from zoo.registry import KINDS
+
+    code, out, _ = zoo(capsys, "list", "--json")
+    everything = json.loads(out)
+    assert code == 0 and set(everything) == {k.title for k in KINDS.values()}
+    for kind in KINDS.values():
+        code, out, _ = zoo(capsys, "list", kind.title, "--json")
+        rows = json.loads(out)[kind.title]
+        assert code == 0
+        assert [r["name"] for r in rows] == registry.names(kind.name)
+        assert rows == everything[kind.title]
+        for row in rows:
+            assert isinstance(row["summary"], str) and row["plugin"]
+            if kind.entry == "path":
+                assert Path(row["path"]).is_file()
+
+
+# --- recipes by name -------------------------------------------------------------------------------
+
+
+def test_validate_a_recipe_by_name(capsys):
+    code, out, err = zoo(capsys, "validate", "toydensity")
+    assert code == 0, err
+    assert out.startswith("toydensity: ok (")
+
+
+def test_validate_a_misspelt_name(capsys):
+    code, _, err = zoo(capsys, "validate", "toydensty")
+    assert code == 2
+    assert "toydensty" in err and "Did you mean 'toydensity'" in err and "zoo list recipes" in err
+
+
+def test_validate_a_misspelt_path(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, _, err = zoo(capsys, "validate", "recipes/toydensty.yaml")
+    assert code == 2
+    assert "recipes/toydensty.yaml" in err and "toydensity" in err and "Did you mean" in err
+
+
+def test_options_and_overrides_mix_on_run(capsys, tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    code, out, err = zoo(capsys, "run", tiny, "--out", run_dir, "train.epochs=1", "--no-progress")
+    assert code == 0, err
+    assert "epoch 1:" in out and "epoch 2:" not in out  # the override after --out was applied
+
+
+@pytest.mark.xfail(strict=False, reason="needs run(overwrite)")
+def test_run_refuses_an_existing_run_folder_without_overwrite(capsys, tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    assert zoo(capsys, "run", tiny, "train.epochs=1", "--out", run_dir, "--no-progress")[0] == 0
+    before = (run_dir / "model.safetensors").read_bytes()
+    code, _, err = zoo(capsys, "run", tiny, "train.epochs=1", "--out", run_dir, "--no-progress")
+    one_clear_error(code, err, "--overwrite", str(run_dir))
+    assert (run_dir / "model.safetensors").read_bytes() == before
+    code, _, err = zoo(capsys, "run", tiny, "train.epochs=1", "--out", run_dir, "--no-progress", "--overwrite")
+    assert code == 0, err
+
+
+# --- sources of sample / eval / score --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "score"])
+@pytest.mark.parametrize("source", ["./no-such-run", "~/no-such-zoo-run", "no-such-run.yaml", "a/b/c",
+                                    "{tmp}/no-such-run", "{tmp}\\no-such-run"])
+def test_a_path_that_is_not_a_folder_is_not_sent_to_the_hub(capsys, tmp_path, no_hub, command, source):
+    source = source.format(tmp=tmp_path)
+    extra = [tmp_path / "points.txt"] if command == "score" else []
+    code, _, err = zoo(capsys, command, source, *extra)
+    one_clear_error(code, err, f"no such run folder: {source}")
+
+
+def test_a_misspelt_run_folder_gets_a_suggestion(capsys, tiny_run, no_hub):
+    typo = tiny_run.parent / "rnu"
+    code, _, err = zoo(capsys, "eval", typo)
+    one_clear_error(code, err, f"no such run folder: {typo}", f"Did you mean '{tiny_run}'")
+
+
+def test_a_recipe_file_is_not_a_run_folder(capsys, tiny, no_hub):
+    code, _, err = zoo(capsys, "sample", tiny)
+    one_clear_error(code, err, f"no such run folder: {tiny}", f"`zoo run {tiny}`")
+
+
+def test_eval_is_deterministic_and_says_its_seed(capsys, tmp_path):
+    recipe = tmp_path / "digits.yaml"
+    recipe.write_text(DIGITS)
+    run_dir = tmp_path / "run"
+    code, _, err = zoo(capsys, "run", recipe, "--out", run_dir, "--no-progress")
+    assert code == 0, err
+    lines = []
+    for seed in ([], [], ["--seed", "1"]):
+        code, out, err = zoo(capsys, "eval", run_dir, *seed)
+        assert code == 0, err
+        lines.append(out.strip().splitlines()[-1])
+    assert lines[0] == lines[1] and lines[0].endswith("(seed 0)")
+    assert lines[2].endswith("(seed 1)")
+    nll = [line.split("test NLL ")[1].split()[0] for line in lines]
+    assert nll[2] != nll[0]  # the dequantization noise is there, and the seed is what fixes it
+
+
+# --- sample ----------------------------------------------------------------------------------------
+
+
+def test_sample_a_2d_model_draws_n_samples_at_a_temperature(capsys, tiny_run, tmp_path):
+    pictures = {}
+    for name, args in {"few": ["-n", "10"], "many": ["-n", "3000"], "many_again": ["-n", "3000"],
+                       "cold": ["-n", "3000", "--temperature", "0"]}.items():
+        out = tmp_path / f"{name}.png"
+        code, printed, err = zoo(capsys, "sample", tiny_run, *args, "--out", out)
+        assert code == 0, err
+        assert f"wrote {out}" in printed
+        pictures[name] = out.read_bytes()
+    assert pictures["many"] == pictures["many_again"]  # seeded
+    assert len({pictures["few"], pictures["many"], pictures["cold"]}) == 3  # -n and T are used
+    density = (tiny_run / "samples" / "final_density.png").read_bytes()
+    assert density not in pictures.values()  # samples, not a copy of the density plot
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["-n", "0"], "-n 0"), (["-n", "100001"], "-n 100001"), (["-n", "-5"], "-n -5"),
+    (["--temperature", "nan"], "--temperature nan"), (["--temperature", "inf"], "--temperature inf"),
+    (["--temperature", "-0.5"], "--temperature -0.5"),
+])
+def test_sample_rejects_bad_counts_and_temperatures_before_loading(capsys, tmp_path, args, needle):
+    code, _, err = zoo(capsys, "sample", tmp_path / "not-even-a-run", *args)
+    one_clear_error(code, err, needle, "zoo sample RUN")

@@ -1,25 +1,37 @@
 """The ``zoo`` command.
 
-    zoo run RECIPE [key=value ...] [--out DIR] [--data-dir DIR]
-    zoo validate RECIPE...          zoo schema
-    zoo list [KIND] [PATTERN]       zoo plugins
-    zoo sample RUN|NAME [--temperature T]      zoo eval RUN|NAME      zoo score RUN|NAME FILE...
+    zoo run RECIPE [key=value ...] [--out DIR] [--overwrite]     zoo validate RECIPE...
+    zoo list [KIND] [NAME|PATTERN] [-v] [--json]                 zoo plugins      zoo schema
+    zoo sample RUN|NAME [-n N] [--temperature T]    zoo eval RUN|NAME [--seed S]    zoo score RUN|NAME FILE...
     zoo pull NAME|ORG/REPO          zoo push RUN --repo-id ORG/NAME
 
-Every ZooError prints one message and exits 2; ``--debug`` (or ZOO_DEBUG=1) shows the traceback.
+A RECIPE is a file or the name of a shipped recipe (`zoo list recipes`). Options and positionals
+mix freely (`zoo list layers -v actnorm`, `zoo run toydensity --out r train.epochs=2`). Every
+ZooError prints one message and exits 2; ``--debug`` (anywhere) or ZOO_DEBUG=1 shows the
+traceback. Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import traceback
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import UnknownComponentError, WeightsError, ZooError
 
+MAX_SAMPLES = 100_000  # `zoo sample -n`: bounded time and memory
+MAX_GRID = 1_024  # image samples tile one picture; beyond 32 x 32 of them it is no longer readable
+# What a file argument ends with; an ORG/NAME repo id may contain dots, so only these count.
+FILE_SUFFIXES = (".yaml", ".yml", ".json", ".safetensors", ".pt", ".pth", ".ckpt", ".png", ".jpg",
+                 ".jpeg", ".npy", ".txt", ".csv")
+
+
+class UsageError(ZooError):
+    """A command-line value out of its range (``-n 0``, ``--temperature nan``)."""
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -31,8 +43,10 @@ def cmd_run(args) -> int:
 
     if args.data_dir:
         os.environ["ZOO_DATA_DIR"] = args.data_dir
-    recipe = load_recipe(args.recipe, overrides=args.overrides)
-    run(recipe, out=args.out, progress=not args.no_progress)
+    recipe = load_recipe(args.recipe, overrides=args.overrides)  # a path or a recipe's name
+    # `overwrite` is passed only when asked for, so this works with a run() that predates it.
+    extra = {"overwrite": True} if args.overwrite else {}
+    run(recipe, out=args.out, progress=not args.no_progress, **extra)
     return 0
 
 
@@ -66,27 +80,40 @@ def cmd_list(args) -> int:
 
     registry = get_registry()
     kinds = list(KINDS.values()) if args.kind is None else [kind_named(args.kind)]
+    if args.kind is not None and args.pattern and not _is_pattern(args.pattern):
+        _check_exact_name(registry, kinds[0], args.pattern)
     if args.json:
         print(json.dumps({k.title: _components_json(registry, k, args.pattern) for k in kinds}, indent=2))
         return 0
     if [k.name for k in kinds] == ["pretrained"]:
-        return _list_models(registry, args.pattern)
+        return _list_models(registry, args.pattern, args.verbose)
     for kind in kinds:
         components = registry.components(kind.name, args.pattern)
-        if args.kind is not None and args.pattern and not components and not any(c in args.pattern for c in "*?["):
-            from zoo._suggest import did_you_mean
-
-            raise ZooError(f"no {kind.singular} named {args.pattern!r}."
-                           f"{did_you_mean(args.pattern, registry.names(kind.name))} "
-                           f"`zoo list {kind.title}` shows them all.")
         print(f"{kind.title} ({len(components)}):")
         width = max((len(c.name) for c in components), default=0)
         for c in components:
             print(f"  {c.name:<{width}}  {c.summary}  [{c.plugin}]")
             if args.verbose:
-                _print_details(c)
+                _print_details(kind, c)
         print()
+    if [k.name for k in kinds] == ["recipes"]:
+        print("Run one by name: `zoo run NAME` (check it first: `zoo validate NAME`).")
     return 0
+
+
+def _is_pattern(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _check_exact_name(registry, kind, name: str) -> None:
+    """An exact name that is not registered is a typo: say so, with the close names."""
+    from zoo._suggest import did_you_mean
+
+    if not registry.has(kind.name, name):
+        raise UnknownComponentError(
+            f"no {kind.singular} named {name!r}.{did_you_mean(name, registry.names(kind.name))} "
+            f"`zoo list {kind.title}` shows them all."
+        )
 
 
 def _components_json(registry, kind, pattern) -> list[dict]:
@@ -96,7 +123,7 @@ def _components_json(registry, kind, pattern) -> list[dict]:
         if kind.entry == "factory":
             row["params_schema"] = c.params_schema
         elif kind.entry == "path":
-            row["path"] = c.factory
+            row["path"] = os.fspath(c.factory)
         else:
             row.update({k: v for k, v in c.factory.items() if k != "summary"})
         if c.error:
@@ -105,11 +132,24 @@ def _components_json(registry, kind, pattern) -> list[dict]:
     return rows
 
 
-def _print_details(component) -> None:
-    """The full docstring and the parameters (type, default) of a component."""
+def _print_details(kind, component) -> None:
+    """What -v adds: a factory's full docstring and parameters; a recipe's file; a model's repo."""
     import inspect
     import textwrap
 
+    if component.error:
+        print(f"      BROKEN: {component.error}")
+    if kind.entry == "path":
+        print(f"      file: {component.factory}")
+        print(f"      run:  zoo run {component.name}")
+        print()
+        return
+    if kind.entry == "mapping":
+        for key, value in component.factory.items():
+            if key != "summary" and value not in (None, ""):
+                print(f"      {key}: {value}")
+        print()
+        return
     doc = inspect.getdoc(component.factory) or ""
     body = "\n".join(doc.splitlines()[1:]).strip()
     if body:
@@ -117,22 +157,29 @@ def _print_details(component) -> None:
     properties = (component.params_schema or {}).get("properties", {})
     required = set((component.params_schema or {}).get("required", []))
     for name, prop in properties.items():
-        kind = prop.get("type") or ("one of " + ", ".join(map(str, prop["enum"])) if "enum" in prop else "any")
+        kind_text = prop.get("type") or ("one of " + ", ".join(map(str, prop["enum"])) if "enum" in prop else "any")
         default = "required" if name in required else f"default {prop.get('default')!r}"
-        print(f"      - {name}: {kind}, {default}")
+        print(f"      - {name}: {kind_text}, {default}")
     print()
 
 
-def _list_models(registry, pattern) -> int:
+def _list_models(registry, pattern, verbose: bool = False) -> int:
+    import fnmatch
+
     from zoo import hub
 
-    rows = hub.list_models(registry)
-    rows = [r for r in rows if pattern is None or __import__("fnmatch").fnmatch(r["name"], pattern)]
+    rows = [r for r in hub.list_models(registry) if pattern is None or fnmatch.fnmatch(r["name"], pattern)]
     print(f"models ({len(rows)}):")
     width = max((len(r["name"]) for r in rows), default=0)
     for r in rows:
         status = "weights published" if r.get("published") else "no weights yet"
         print(f"  {r['name']:<{width}}  {r.get('repo_id', '')}  ({status})  {r.get('summary', '')}")
+        if verbose:
+            for key in ("recipe", "revision"):
+                if r.get(key):
+                    print(f"      {key}: {r[key]}")
+    if rows:
+        print("\nDownload one: `zoo pull NAME`; sample it: `zoo sample NAME`.")
     return 0
 
 
@@ -154,44 +201,155 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+# --- model sources -------------------------------------------------------------------------------
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` is meant as a local path rather than a model name or ``ORG/NAME``.
+
+    A backslash, a leading ``.``, ``~`` or ``/``, a file suffix, more than one ``/`` before an
+    ``@REVISION``, or a first part that is a folder here (``runs/typo``) make a path. ``ORG/NAME``
+    with no folder ``ORG`` here stays a Hub repo id.
+    """
+    if "\\" in spec or spec.startswith((".", "~", "/")) or spec.lower().endswith(FILE_SUFFIXES):
+        return True
+    repo = spec.partition("@")[0]
+    if repo.count("/") > 1:
+        return True
+    return "/" in repo and Path(repo.partition("/")[0]).is_dir()
+
+
+def _refuse_missing_run_folder(spec: str) -> None:
+    """A path that is not a folder is a typo or a file: say which, never ask the Hub for it."""
+    from zoo._suggest import close_matches
+
+    path = Path(spec).expanduser()
+    if path.is_dir() or not looks_like_path(spec):
+        return
+    if path.is_file():
+        if path.suffix in (".yaml", ".yml"):
+            raise WeightsError(f"no such run folder: {spec} (it is a recipe file). Train it first: "
+                               f"`zoo run {spec}`, then pass the run folder it prints.")
+        if (path.parent / "recipe.yaml").is_file():
+            raise WeightsError(f"no such run folder: {spec} (it is a file in the run folder "
+                               f"{path.parent}). Pass the folder: `zoo sample {path.parent}`.")
+        raise WeightsError(f"no such run folder: {spec} (it is a file). Pass the folder that "
+                           "`zoo run` printed.")
+    hint = ""
+    if path.parent.is_dir():
+        import itertools
+
+        siblings = [p.name for p in itertools.islice(path.parent.iterdir(), 10_000) if p.is_dir()]
+        close = close_matches(path.name, siblings)
+        if close:
+            hint = " Did you mean " + " or ".join(repr(str(Path(spec).parent / c)) for c in close) + "?"
+    raise WeightsError(
+        f"no such run folder: {spec}.{hint} Pass the folder that `zoo run` printed (`ls "
+        f"{Path(spec).parent}`), or a model name from `zoo list models`."
+    )
+
+
 def load_model(spec: str):
     """(recipe, model) of a run folder, or of a pulled model by name or repo id."""
-    from zoo.train import load_run
+    _refuse_missing_run_folder(str(spec))
+    try:
+        from zoo.runs import open_model
+    except ImportError:  # before zoo.runs: the run folder loader and the Hub's, as they were
+        from zoo.train import load_run
 
-    if Path(spec).is_dir():
-        return load_run(spec)
-    from zoo import hub
+        if Path(spec).expanduser().is_dir():
+            return load_run(Path(spec).expanduser())
+        from zoo import hub
 
-    return hub.load_pretrained(spec)
+        return hub.load_pretrained(spec)
+    return open_model(spec)
+
+
+# --- sample, eval, score -------------------------------------------------------------------------
+
+
+def check_sampling(n: int, temperature: float) -> None:
+    if not 1 <= n <= MAX_SAMPLES:
+        raise UsageError(f"-n {n}: the number of samples must be 1 to {MAX_SAMPLES:,}. "
+                         "For example `zoo sample RUN -n 64`.")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UsageError(
+            f"--temperature {temperature}: must be a finite number >= 0 (1 samples the model, "
+            "below 1 sharper, 0 the mode). For example `zoo sample RUN --temperature 0.7`."
+        )
 
 
 def cmd_sample(args) -> int:
     import torch
 
-    from zoo.visualize import density_picture, image_grid, save_png
-
+    check_sampling(args.n, args.temperature)
     recipe, model = load_model(args.source)
     torch.manual_seed(args.seed)
     out = Path(args.out) if args.out else _default_output(args.source, f"sample_t{args.temperature:g}.png")
-    if len(model.shape) == 3:
-        samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
+    shape = tuple(model.shape)
+    if len(shape) == 3:
+        if args.n > MAX_GRID:
+            raise UsageError(f"-n {args.n}: an image model's samples are tiled into one picture, at "
+                             f"most {MAX_GRID:,} of them. Run `zoo sample {args.source} -n {MAX_GRID}` "
+                             "several times with different --seed for more.")
+        from zoo.visualize import image_grid, save_png
+
+        with torch.no_grad():
+            samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
         save_png(image_grid(samples, model.n_bits), out)
-    elif tuple(model.shape) == (2,):
-        save_png(density_picture(model), out)
+    elif shape == (2,):
+        _save_2d_samples(model, out, args, title=f"{recipe['name']}: {args.n} samples, T={args.temperature:g}")
     else:
-        samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
+        with torch.no_grad():
+            samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
         out = out.with_suffix(".json")
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(samples.tolist()))
     print(f"wrote {out}")
     return 0
 
 
+def _save_2d_samples(model, out: Path, args, title: str) -> None:
+    """A scatter of ``args.n`` samples: zoo.visualize's when it has one, else a plain one here."""
+    import torch
+
+    from zoo import visualize
+
+    drawer = getattr(visualize, "save_2d_samples", None)
+    if drawer is not None:
+        drawer(model, out, n=args.n, temperature=args.temperature, title=title)
+        return
+    with torch.no_grad():
+        points = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
+    visualize.save_png(scatter_picture(points), out)
+
+
+def scatter_picture(points, bound: float = 4.0, pixels: int = 400):
+    """Points as yellow 2x2 dots on dark blue over [-bound, bound]^2 (the density plot's square);
+    points outside it are left out."""
+    import numpy as np
+
+    xy = np.nan_to_num(points.detach().cpu().double().numpy(), nan=np.inf)
+    scale = (pixels - 2) / (2 * bound)
+    inside = (np.abs(xy) < bound).all(axis=1)
+    cols = ((xy[inside, 0] + bound) * scale).astype(int)
+    rows = ((bound - xy[inside, 1]) * scale).astype(int)  # row 0 at the top: y = +bound
+    picture = np.empty((pixels, pixels, 3), dtype=np.uint8)
+    picture[:] = (20, 20, 60)
+    for dr in (0, 1):
+        for dc in (0, 1):
+            picture[rows + dr, cols + dc] = (250, 230, 80)
+    return picture
+
+
 def _default_output(source: str, filename: str) -> Path:
-    folder = Path(source) if Path(source).is_dir() else Path(".")
-    return folder / "samples" / filename if Path(source).is_dir() else folder / filename
+    folder = Path(source).expanduser()
+    return folder / "samples" / filename if folder.is_dir() else Path(filename)
 
 
 def cmd_eval(args) -> int:
+    import torch
+
     from zoo import assemble
     from zoo.train import evaluate, make_loaders
 
@@ -201,12 +359,13 @@ def cmd_eval(args) -> int:
     dataset = assemble.build_dataset(recipe)
     if dataset.notice:
         print(f"note: {dataset.notice}")
-    _, _, test_loader = make_loaders(dataset, recipe, seed=0)
+    _, _, test_loader = make_loaders(dataset, recipe, seed=args.seed)
+    torch.manual_seed(args.seed)  # the dequantization noise: the same seed, the same NLL
     metrics = evaluate(model, test_loader, next(model.parameters()).device)
     line = f"test NLL {metrics['nll']:.4f} nats over {metrics['examples']} examples"
     if dataset.is_image:
         line += f", {metrics['bpd']:.4f} bits/dim"
-    print(line)
+    print(f"{line} (seed {args.seed})")
     return 0
 
 
@@ -242,79 +401,164 @@ def cmd_push(args) -> int:
 # --- parser --------------------------------------------------------------------------------------
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: options and positionals mix freely (`zoo list layers -v NAME`,
+    `zoo run R --out D key=value`), which plain argparse refuses once a positional is complete."""
+
+    _mixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._mixing:  # parse_known_intermixed_args calls back here (Python < 3.13)
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
+class _Version(argparse.Action):
+    """``--version``: zoo's, torch's and Python's versions (torch imported only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
+def version_line() -> str:
+    import platform
+
+    import torch
+
+    import zoo
+
+    return f"zoo {zoo.__version__} (torch {torch.__version__}, python {platform.python_version()})"
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zoo", description="A declarative model zoo for normalizing flows."
+        prog="zoo", description="A declarative model zoo for normalizing flows.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples("zoo list recipes", "zoo run toydensity train.epochs=20",
+                         "zoo sample runs/latest -n 500 --temperature 0.7", "zoo COMMAND --help"),
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action=_Version, help="print zoo's, torch's and Python's versions")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors (or ZOO_DEBUG=1)")
+    # Every command takes --debug too, after its own arguments; SUPPRESS keeps a `zoo --debug run`
+    # from being reset by the command's default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors (or ZOO_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
 
-    p = sub.add_parser("run", help="train and evaluate a recipe",
-                       epilog="example: zoo run recipes/toydensity.yaml train.epochs=20")
-    p.add_argument("recipe")
+    def command(name, func, help, examples):
+        p = sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
+                           epilog=_examples(*examples), parents=[common],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("run", cmd_run, "train and evaluate a recipe (a file or a shipped recipe's name)",
+                ["zoo run toydensity train.epochs=20", "zoo run recipes/emerging_cnn_mnist.yaml --out runs/emerging",
+                 "zoo run my.yaml --out runs/mine --overwrite train.lr=1e-4"])
+    p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, values in YAML")
     p.add_argument("--out", help="run folder (default runs/<name>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--data-dir", help="where dataset files are (default $ZOO_DATA_DIR or ./data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check recipes against the schema without building anything")
-    p.add_argument("recipes", nargs="+")
+    p = command("validate", cmd_validate, "check recipes against the schema without building anything",
+                ["zoo validate toydensity", "zoo validate recipes/*.yaml",
+                 "zoo validate my.yaml --set train.epochs=3"])
+    p.add_argument("recipes", nargs="+", metavar="RECIPE")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value")
-    p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("schema", help="print the composed JSON Schema of recipes (for editors)")
-    p.set_defaults(func=cmd_schema)
+    command("schema", cmd_schema, "print the composed JSON Schema of recipes (for editors)",
+            ["zoo schema > recipe.schema.json"])
 
-    p = sub.add_parser("list", help="list registered components by kind",
-                       epilog="examples: zoo list; zoo list layers 'coup*'; zoo list models")
-    p.add_argument("kind", nargs="?", help="layers | datasets | losses | gradient_modes | models")
-    p.add_argument("pattern", nargs="?", help="fnmatch filter on names, e.g. 'coup*'")
+    p = command("list", cmd_list, "list registered components by kind",
+                ["zoo list", "zoo list recipes", "zoo list layers 'coup*'", "zoo list layers -v actnorm",
+                 "zoo list models", "zoo list datasets --json"])
+    p.add_argument("kind", nargs="?",
+                   help="layers | bases | datasets | losses | gradient_modes | models | recipes")
+    p.add_argument("pattern", nargs="?", metavar="NAME|PATTERN",
+                   help="an exact name, or an fnmatch pattern such as 'coup*'")
     p.add_argument("-v", "--verbose", action="store_true", help="full descriptions and parameters")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("plugins", help="show plugins, their versions and components, and broken ones")
-    p.set_defaults(func=cmd_plugins)
+    command("plugins", cmd_plugins, "show plugins, their versions and components, and broken ones",
+            ["zoo plugins", "ZOO_DISABLE_PLUGINS=example zoo plugins"])
 
-    p = sub.add_parser("sample", help="sample grid PNG (or density plot) from a run folder or model name")
+    p = command("sample", cmd_sample,
+                "draw samples of a run folder or model name: a picture (images, 2-D) or JSON",
+                ["zoo sample runs/latest --temperature 0.7", "zoo sample runs/moons -n 2000 --out moons.png",
+                 "zoo sample glow-celeba-3x32 -n 16 --seed 3"])
     p.add_argument("source", metavar="RUN|NAME")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("-n", type=int, default=64, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="scale of the latent (default 1)")
+    p.add_argument("-n", type=int, default=64, help=f"number of samples, 1 to {MAX_SAMPLES:,} (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--exact-inverse", action="store_true",
                    help="invert self-normalizing layers exactly instead of through their learned inverse")
-    p.add_argument("--out", help="output PNG")
-    p.set_defaults(func=cmd_sample)
+    p.add_argument("--out", help="output file (default RUN/samples/sample_t<T>.png)")
 
-    p = sub.add_parser("eval", help="test metrics of a run folder or model name")
+    p = command("eval", cmd_eval, "test metrics of a run folder or model name",
+                ["zoo eval runs/latest", "zoo eval runs/mnist --seed 1 --data-dir /data"])
     p.add_argument("source", metavar="RUN|NAME")
-    p.add_argument("--data-dir")
-    p.set_defaults(func=cmd_eval)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the dequantization noise (default 0): the same seed, the same NLL")
+    p.add_argument("--data-dir", help="where dataset files are (default $ZOO_DATA_DIR or ./data)")
 
-    p = sub.add_parser("score", help="anomaly scores (NLL) of files under a model: high = unusual")
+    p = command("score", cmd_score, "anomaly scores (NLL) of files under a model: high = unusual",
+                ["zoo score runs/latest points.txt", "zoo score runs/faces odd.png usual.png"])
     p.add_argument("source", metavar="RUN|NAME")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("pull", help="download a named model or ORG/REPO from the Hub")
+    p = command("pull", cmd_pull, "download a named model or ORG/REPO from the Hub",
+                ["zoo pull glow-celeba-3x32", "zoo pull you/realnvp-moons --revision main"])
     p.add_argument("name", metavar="NAME|ORG/REPO")
     p.add_argument("--revision")
-    p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("push", help="publish a run folder to the Hub")
+    p = command("push", cmd_push, "publish a run folder to the Hub",
+                ["zoo push runs/realnvp_moons-20250101-120000 --repo-id you/realnvp-moons",
+                 "zoo push runs/mine --repo-id you/mine --private --revision dev"])
     p.add_argument("run", metavar="RUN")
     p.add_argument("--repo-id", required=True)
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", help="branch to push to")
-    p.set_defaults(func=cmd_push)
     return parser
+
+
+def overview(parser: argparse.ArgumentParser) -> str:
+    """What bare `zoo` prints: the commands and their one-line help."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    rows = [(choice.dest, choice.help) for choice in sub._choices_actions]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{parser.description}", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help}" for name, help in rows]
+    lines += ["", "`zoo COMMAND --help` shows a command's options and examples; "
+              "start with `zoo list recipes`."]
+    return "\n".join(lines)
+
+
+def _debug_requested(args) -> bool:
+    return getattr(args, "debug", False) or os.environ.get("ZOO_DEBUG", "").lower() in ("1", "true", "yes")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    debug = args.debug or os.environ.get("ZOO_DEBUG") == "1"
+    if args.command is None:
+        print(overview(parser))
+        return 0
+    debug = _debug_requested(args)
     try:
         return args.func(args)
     except ZooError as exc:
@@ -322,9 +566,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"zoo: error: {exc}", file=sys.stderr)
         if not debug:
-            print("(run with --debug for the traceback)", file=sys.stderr)
+            print("(run with --debug or ZOO_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print("zoo: interrupted", file=sys.stderr)
         return 130
 
