@@ -366,7 +366,6 @@ def test_options_and_overrides_mix_on_run(capsys, tiny, tmp_path):
     assert "epoch 1:" in out and "epoch 2:" not in out  # the override after --out was applied
 
 
-@pytest.mark.xfail(strict=False, reason="needs run(overwrite)")
 def test_run_refuses_an_existing_run_folder_without_overwrite(capsys, tiny, tmp_path):
     run_dir = tmp_path / "run"
     assert zoo(capsys, "run", tiny, "train.epochs=1", "--out", run_dir, "--no-progress")[0] == 0

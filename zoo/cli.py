@@ -21,13 +21,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from zoo.errors import UnknownComponentError, WeightsError, ZooError
+from zoo.errors import UnknownComponentError, ZooError
 
 MAX_SAMPLES = 100_000  # `zoo sample -n`: bounded time and memory
 MAX_GRID = 1_024  # image samples tile one picture; beyond 32 x 32 of them it is no longer readable
 # What a file argument ends with; an ORG/NAME repo id may contain dots, so only these count.
-FILE_SUFFIXES = (".yaml", ".yml", ".json", ".safetensors", ".pt", ".pth", ".ckpt", ".png", ".jpg",
-                 ".jpeg", ".npy", ".txt", ".csv")
 
 
 class UsageError(ZooError):
@@ -204,64 +202,10 @@ def cmd_plugins(args) -> int:
 # --- model sources -------------------------------------------------------------------------------
 
 
-def looks_like_path(spec: str) -> bool:
-    """Whether ``spec`` is meant as a local path rather than a model name or ``ORG/NAME``.
-
-    A backslash, a leading ``.``, ``~`` or ``/``, a file suffix, more than one ``/`` before an
-    ``@REVISION``, or a first part that is a folder here (``runs/typo``) make a path. ``ORG/NAME``
-    with no folder ``ORG`` here stays a Hub repo id.
-    """
-    if "\\" in spec or spec.startswith((".", "~", "/")) or spec.lower().endswith(FILE_SUFFIXES):
-        return True
-    repo = spec.partition("@")[0]
-    if repo.count("/") > 1:
-        return True
-    return "/" in repo and Path(repo.partition("/")[0]).is_dir()
-
-
-def _refuse_missing_run_folder(spec: str) -> None:
-    """A path that is not a folder is a typo or a file: say which, never ask the Hub for it."""
-    from zoo._suggest import close_matches
-
-    path = Path(spec).expanduser()
-    if path.is_dir() or not looks_like_path(spec):
-        return
-    if path.is_file():
-        if path.suffix in (".yaml", ".yml"):
-            raise WeightsError(f"no such run folder: {spec} (it is a recipe file). Train it first: "
-                               f"`zoo run {spec}`, then pass the run folder it prints.")
-        if (path.parent / "recipe.yaml").is_file():
-            raise WeightsError(f"no such run folder: {spec} (it is a file in the run folder "
-                               f"{path.parent}). Pass the folder: `zoo sample {path.parent}`.")
-        raise WeightsError(f"no such run folder: {spec} (it is a file). Pass the folder that "
-                           "`zoo run` printed.")
-    hint = ""
-    if path.parent.is_dir():
-        import itertools
-
-        siblings = [p.name for p in itertools.islice(path.parent.iterdir(), 10_000) if p.is_dir()]
-        close = close_matches(path.name, siblings)
-        if close:
-            hint = " Did you mean " + " or ".join(repr(str(Path(spec).parent / c)) for c in close) + "?"
-    raise WeightsError(
-        f"no such run folder: {spec}.{hint} Pass the folder that `zoo run` printed (`ls "
-        f"{Path(spec).parent}`), or a model name from `zoo list models`."
-    )
-
-
 def load_model(spec: str):
     """(recipe, model) of a run folder, or of a pulled model by name or repo id."""
-    _refuse_missing_run_folder(str(spec))
-    try:
-        from zoo.runs import open_model
-    except ImportError:  # before zoo.runs: the run folder loader and the Hub's, as they were
-        from zoo.train import load_run
+    from zoo.runs import open_model
 
-        if Path(spec).expanduser().is_dir():
-            return load_run(Path(spec).expanduser())
-        from zoo import hub
-
-        return hub.load_pretrained(spec)
     return open_model(spec)
 
 

@@ -359,24 +359,79 @@ def load_folder(folder: str | os.PathLike, *, registry=None):
     return recipe, model
 
 
-def looks_like_path(text: str) -> bool:
-    return any(c in text for c in "/\\") or text.startswith((".", "~")) or Path(text).suffix != ""
+# A source with one of these endings is a local path, never a model name.
+FILE_SUFFIXES = (".yaml", ".yml", ".json", ".safetensors", ".pt", ".pth", ".ckpt", ".png", ".jpg",
+                 ".jpeg", ".npy", ".txt", ".csv")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` is meant as a local path rather than a model name or ``ORG/NAME``.
+
+    A backslash, a leading ``.``, ``~`` or ``/``, a file suffix, more than one ``/`` before an
+    ``@REVISION``, or a first part that is a folder here (``runs/typo``) make a path. ``ORG/NAME``
+    with no folder ``ORG`` here stays a Hub repo id.
+    """
+    if "\\" in spec or spec.startswith((".", "~", "/")) or spec.lower().endswith(FILE_SUFFIXES):
+        return True
+    repo = spec.partition("@")[0]
+    if repo.count("/") > 1:
+        return True
+    return "/" in repo and Path(repo.partition("/")[0]).is_dir()
+
+
+def refuse_missing_run_folder(spec: str) -> None:
+    """A path that is not a folder is a typo or a file: say which, never ask the Hub for it."""
+    from zoo._suggest import close_matches
+
+    path = Path(spec).expanduser()
+    if path.is_dir() or not looks_like_path(spec):
+        return
+    if path.is_file():
+        if path.suffix in (".yaml", ".yml"):
+            raise WeightsError(f"no such run folder: {spec} (it is a recipe file). Train it first: "
+                               f"`zoo run {spec}`, then pass the run folder it prints.")
+        if (path.parent / "recipe.yaml").is_file():
+            raise WeightsError(f"no such run folder: {spec} (it is a file in the run folder "
+                               f"{path.parent}). Pass the folder: `zoo sample {path.parent}`.")
+        raise WeightsError(f"no such run folder: {spec} (it is a file). Pass the folder that "
+                           "`zoo run` printed.")
+    hint = ""
+    if path.parent.is_dir():
+        import itertools
+
+        siblings = [p.name for p in itertools.islice(path.parent.iterdir(), 10_000) if p.is_dir()]
+        close = close_matches(path.name, siblings)
+        if close:
+            hint = " Did you mean " + " or ".join(repr(str(Path(spec).parent / c)) for c in close) + "?"
+    raise WeightsError(
+        f"no such run folder: {spec}.{hint} Pass the folder that `zoo run` printed (`ls "
+        f"{Path(spec).parent}`), or a model name from `zoo list models`."
+    )
+
+
+def load_model(spec: str):
+    """(recipe, model) of a run folder, or of a pulled model by name or repo id."""
+    refuse_missing_run_folder(str(spec))
+    try:
+        from zoo.runs import open_model
+    except ImportError:  # before zoo.runs: the run folder loader and the Hub's, as they were
+        from zoo.train import load_run
+
+        if Path(spec).expanduser().is_dir():
+            return load_run(Path(spec).expanduser())
+        from zoo import hub
+
+        return hub.load_pretrained(spec)
+    return open_model(spec)
 
 
 def open_model(source: str | os.PathLike, revision: str | None = None):
-    """``(recipe, model)`` of a run folder, a pulled model's name, or ORG/NAME[@REVISION]."""
+    """``(recipe, model)`` of a run folder, a pulled model's name, or ORG/NAME[@REVISION]. A
+    source that looks like a path but is no folder is a typo: said so, never asked of the Hub."""
     text = os.fspath(source)
-    if Path(text).is_dir():
-        return load_folder(text)
-    if Path(text).exists():
-        raise WeightsError(f"{text}: is a file, not a run folder. Pass the folder that `zoo run` printed.")
-    parent = Path(text).parent
-    if (text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
-            or (parent != Path(".") and parent.is_dir())):  # runs/typo: a path, not ORG/NAME
-        raise WeightsError(
-            f"no such run folder: {text}. Pass the folder that `zoo run` printed (`ls runs/`), a model "
-            "name from `zoo list models`, or a Hub repo as ORG/NAME."
-        )
+    if Path(text).expanduser().is_dir():
+        return load_folder(Path(text).expanduser())
+    refuse_missing_run_folder(text)
     from zoo import hub
 
     return hub.load_pretrained(text, revision=revision) if revision else hub.load_pretrained(text)

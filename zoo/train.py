@@ -91,30 +91,6 @@ def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict
     return {"nll": nll, "bpd": nll / (model.dim * math.log(2)), "examples": count}
 
 
-def learning_rate(train: Mapping[str, Any], epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
-    """Linear warm-up per batch over ``warmup_epochs``, then ``lr * lr_decay**epoch``."""
-    lr = float(train["lr"]) * float(train.get("lr_decay", 1.0)) ** epoch
-    warmup_steps = float(train.get("warmup_epochs", 0)) * steps_per_epoch
-    step = epoch * steps_per_epoch + step_in_epoch + 1
-    if warmup_steps > 0 and step < warmup_steps:
-        lr *= step / warmup_steps
-    return lr
-
-
-@torch.no_grad()
-def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Exact mean NLL (nats) over a split, and bits/dim; layers run their exact (eval) paths."""
-    model.eval()
-    total, count = 0.0, 0
-    for item in loader:
-        x = first_tensor(item).to(device)
-        total += (-model.log_prob(x)).double().sum().item()
-        count += x.shape[0]
-    model.train()
-    nll = total / max(count, 1)
-    return {"nll": nll, "bpd": nll / (model.dim * math.log(2)), "examples": count}
-
-
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -129,15 +105,6 @@ def plugins_used(recipe: Recipe) -> dict[str, dict[str, str]]:
         plugin = by_name[registry.get(kind, name).plugin]
         used[plugin.name] = {"distribution": plugin.distribution, "version": plugin.version}
     return dict(sorted(used.items()))
-
-
-def weights_metadata(recipe: Recipe, model: FlowModel) -> dict[str, Any]:
-    return {
-        "zoo_version": zoo.__version__,
-        "recipe_sha256": recipe.sha256,
-        "input_shape": list(model.shape),
-        "n_bits": model.n_bits,
-    }
 
 
 def weights_metadata(recipe: Recipe, model: FlowModel) -> dict[str, Any]:

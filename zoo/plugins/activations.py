@@ -18,7 +18,6 @@ import math
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import RecipeError, ShapeError, ZooError

