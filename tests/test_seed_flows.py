@@ -203,3 +203,28 @@ def test_unknown_ordering_and_conditioner():
         MAF((3,), ordering="sideways")
     with pytest.raises(RecipeError, match="conditioner must be 'made' or 'per_dimension'"):
         NSFAutoregressive((3,), conditioner="rnn")
+
+
+# --- the seeds' toy data -------------------------------------------------------------------------
+
+
+def test_rings_are_four_noisy_circles():
+    from zoo.plugins.datasets_toy import rings
+
+    points = rings(n_train=4000, noise=0.0).train.tensors[0]
+    radii = points.norm(dim=1)
+    for radius in (3.0, 2.25, 1.5, 0.75):
+        assert ((radii - radius).abs() < 1e-5).sum() == 1000
+    noisy = rings(n_train=4000).train.tensors[0].norm(dim=1)
+    radial = (noisy[:, None] - torch.tensor([3.0, 2.25, 1.5, 0.75])).abs().min(1).values
+    assert 0.05 < radial.square().mean().sqrt() < 0.09  # 2-D noise of std 0.08, seen radially
+
+
+def test_blobs_are_three_gaussians_on_the_diagonal():
+    from zoo.plugins.datasets_toy import blobs
+
+    points = blobs(n_train=6000).train.tensors[0]
+    nearest = torch.cdist(points, torch.tensor([[3.0, 3.0], [0.0, 0.0], [-3.0, -3.0]])).argmin(1)
+    counts = torch.bincount(nearest, minlength=3)
+    assert (counts > 1700).all(), counts
+    assert points.mean(0).abs().max() < 0.15
