@@ -228,3 +228,20 @@ def test_blobs_are_three_gaussians_on_the_diagonal():
     counts = torch.bincount(nearest, minlength=3)
     assert (counts > 1700).all(), counts
     assert points.mean(0).abs().max() < 0.15
+
+
+# --- the seeds' recipes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,count", [
+    ("affine_half_moons", 22914), ("maf_moons", 12348), ("iaf_moons", 12348),
+    ("nsf_ar_moons", 3012), ("nsf_cl_moons", 5844),
+])
+def test_recipes_have_torch_mnf_parameter_counts(name, count):
+    from pathlib import Path
+
+    import zoo
+
+    recipe = zoo.load_recipe(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml")
+    model = zoo.build_model(recipe)
+    assert sum(p.numel() for p in model.parameters()) == count

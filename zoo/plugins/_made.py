@@ -47,7 +47,7 @@ class MaskedLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor):
         super().__init__(in_features, out_features)
-        self.register_buffer("mask", mask.to(self.weight.dtype))
+        self.register_buffer("mask", mask.to(self.weight.dtype).clone())  # own storage: safetensors refuses shared tensors
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
@@ -58,7 +58,8 @@ class MADE(nn.Module):
 
     ``depth`` hidden layers of width ``hidden`` (ReLU), then ``residual_blocks`` blocks
     h + W2 relu(W1 relu(h)) with hidden-to-hidden masks (NSF's conditioner), then the output
-    layer. Output ``[:, c, i]`` is parameter c of feature i.
+    layer (zero-initialised with ``identity_init``: deep stacks on high-dimensional data, e.g.
+    MNIST, overflow from the default init). Output ``[:, c, i]`` is parameter c of feature i.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class MADE(nn.Module):
         ordering: str = "natural",
         seed: int | None = None,
         residual_blocks: int = 0,
+        identity_init: bool = False,
     ):
         super().__init__()
         if hidden < 1 or depth < 1 or residual_blocks < 0:
@@ -99,6 +101,9 @@ class MADE(nn.Module):
         output_degrees = degrees.repeat(outputs_per_feature)  # unit c * D + i is feature i
         output_mask = (output_degrees[:, None] > hidden_degrees[None, :]).float()
         self.output = MaskedLinear(hidden, outputs_per_feature * features, output_mask)
+        if identity_init:  # all outputs 0: the flow layer starts as (close to) the identity
+            nn.init.zeros_(self.output.weight)
+            nn.init.zeros_(self.output.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.hidden_layers(x)

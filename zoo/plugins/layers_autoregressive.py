@@ -88,11 +88,12 @@ def _fixed_point(step, start: torch.Tensor, features: int) -> torch.Tensor:
 class _MaskedAffine(nn.Module):
     """Shared by MAF and IAF: a MADE giving a log-scale s and a shift t per feature."""
 
-    def __init__(self, name, shape, hidden, depth, ordering, seed, residual_blocks):
+    def __init__(self, name, shape, hidden, depth, ordering, seed, residual_blocks, identity_init):
         super().__init__()
         self.features = vector_features(name, shape)
         self.out_shape = tuple(shape)
-        self.made = MADE(self.features, 2, hidden, depth, ordering, seed, residual_blocks)
+        self.made = MADE(self.features, 2, hidden, depth, ordering, seed, residual_blocks,
+                         identity_init)
 
     def scale_shift(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.made(v)
@@ -106,13 +107,15 @@ class MAF(_MaskedAffine):
     blocks), so the density is one pass, ``logdet = sum s``; the inverse
     x_i = (z_i - t_i) exp(-s_i) needs D sequential passes. (The paper writes the same map as
     z = (x - mu) exp(-alpha); this is the seeds' form.) ``ordering`` (natural, reversed, or
-    random with ``seed``) is the autoregressive order. torch-mnf's MAF is MADE(24, 24, 24).
+    random with ``seed``) is the autoregressive order; ``identity_init`` zeroes the MADE's output
+    layer so the layer starts as the identity. torch-mnf's MAF is MADE(24, 24, 24).
     """
 
     examples = [
         {"shape": (2,), "params": {"hidden": 8}},
         {"shape": (4,), "params": {"hidden": 8, "depth": 2, "ordering": "random", "seed": 1}},
-        {"shape": (3,), "params": {"hidden": 6, "depth": 1, "residual_blocks": 1}},
+        {"shape": (3,), "params": {"hidden": 6, "depth": 1, "residual_blocks": 1,
+                                   "identity_init": True}},
     ]
 
     def __init__(
@@ -123,8 +126,9 @@ class MAF(_MaskedAffine):
         ordering: Literal["natural", "reversed", "random"] = "natural",
         seed: int | None = None,
         residual_blocks: int = 0,
+        identity_init: bool = False,
     ):
-        super().__init__("maf", shape, hidden, depth, ordering, seed, residual_blocks)
+        super().__init__("maf", shape, hidden, depth, ordering, seed, residual_blocks, identity_init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s, t = self.scale_shift(x)
@@ -156,8 +160,9 @@ class IAF(_MaskedAffine):
         ordering: Literal["natural", "reversed", "random"] = "natural",
         seed: int | None = None,
         residual_blocks: int = 0,
+        identity_init: bool = False,
     ):
-        super().__init__("iaf", shape, hidden, depth, ordering, seed, residual_blocks)
+        super().__init__("iaf", shape, hidden, depth, ordering, seed, residual_blocks, identity_init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def step(z):
@@ -201,7 +206,8 @@ class NSFAutoregressive(nn.Module):
     from the conditioner; outside [-B, B] it is the identity (linear tails, slope 1 at +-B).
     ``logdet = sum log dz_i/dx_i``; the inverse takes D sequential passes.
     ``conditioner: made`` is one MADE (``hidden`` x ``depth``, ReLU, ``residual_blocks``: NSF's
-    own); ``per_dimension`` is torch-mnf's NSF_AR (one LeakyReLU MLP per feature).
+    own; ``identity_init`` zeroes its output layer); ``per_dimension`` is torch-mnf's NSF_AR (one
+    LeakyReLU MLP per feature).
     """
 
     examples = [
@@ -222,6 +228,7 @@ class NSFAutoregressive(nn.Module):
         ordering: Literal["natural", "reversed", "random"] = "natural",
         seed: int | None = None,
         residual_blocks: int = 0,
+        identity_init: bool = False,
     ):
         super().__init__()
         self.features = vector_features("nsf_autoregressive", shape)
@@ -233,7 +240,8 @@ class NSFAutoregressive(nn.Module):
         self.made: MADE | None = None
         self.per_dimension: PerDimensionConditioner | None = None
         if conditioner == "made":
-            self.made = MADE(self.features, size, hidden, depth, ordering, seed, residual_blocks)
+            self.made = MADE(self.features, size, hidden, depth, ordering, seed, residual_blocks,
+                             identity_init)
         elif conditioner == "per_dimension":
             degrees = input_degrees(self.features, ordering, seed)
             self.per_dimension = PerDimensionConditioner(self.features, size, hidden, depth, degrees)
