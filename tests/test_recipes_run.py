@@ -32,7 +32,16 @@ FILE_DATA = {
     "imagenet64": (lambda d: write_imagenet(d, side=64, per_batch=2, n_val=2), ["dataset.n_val=2"]),
     "celeba": (lambda d: write_celeba(d), []),
     "image_folder": (lambda d: write_image_folder(d / "animal-faces" / "train", {"cat": 8, "dog": 4}), []),
+    "power": (lambda d: write_power(d), []),
 }
+
+
+def write_power(folder):
+    """A tiny power/data.npy in MAF's layout (8 columns)."""
+    import numpy as np
+
+    (folder / "power").mkdir(parents=True)
+    np.save(folder / "power" / "data.npy", np.random.RandomState(0).rand(60, 8))
 
 
 def test_all_seed_experiments_have_recipes():

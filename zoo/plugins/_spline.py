@@ -12,7 +12,7 @@ s_k = h_k / w_k (w_k, h_k the bin's width and height):
     dy/dx = s_k^2 [d_{k+1} xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2]
             / [s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)]^2
 
-Outside [-B, B] the map is the identity (log-derivative 0); with d_0 = d_K = 1 the spline
+Outside [-B, B] the map is the identity (log-derivative 0): NSF's "linear tails"; with d_0 = d_K = 1 the spline
 joins the tails with a continuous derivative. The inverse solves a quadratic for xi in closed
 form (appendix A), using the root formula that has no cancellation.
 
@@ -67,7 +67,9 @@ def knot_derivatives(unnormalized_inner: torch.Tensor) -> torch.Tensor:
     """K + 1 positive knot derivatives: ``MIN_DERIVATIVE + softplus(u + offset)`` inside, 1 at
     both ends (to match the identity tails). ``u = 0`` gives slope 1."""
     inner = MIN_DERIVATIVE + F.softplus(unnormalized_inner + DERIVATIVE_OFFSET)
-    one = torch.ones_like(inner[..., :1])
+    # Built from the leading shape, not sliced from `inner`: with one bin there are no inner
+    # knots, and a slice of an empty last dim would give no end slopes either.
+    one = inner.new_ones(*inner.shape[:-1], 1)
     return torch.cat([one, inner, one], dim=-1)
 
 
@@ -141,3 +143,22 @@ def rq_spline_inverse(
     discriminant = (b.square() - 4.0 * a * c).clamp(min=0.0)
     xi = (2.0 * c / (-b - torch.sqrt(discriminant))).clamp(0.0, 1.0)
     return torch.where(inside, x_k + xi * width, y)
+
+
+def raw_size(n_bins: int) -> int:
+    """How many unnormalised numbers one spline takes: K widths, K heights, K - 1 inner slopes."""
+    return 3 * n_bins - 1
+
+
+def knot_tables(
+    raw: torch.Tensor, n_bins: int, tail_bound: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Knot positions, values and derivatives (each ``(..., K + 1)``) out of ``raw`` of shape
+    ``(..., 3K - 1)``, laid out as [K widths | K heights | K - 1 inner derivatives]: the output
+    of a conditioner network (NSF's autoregressive and coupling layers)."""
+    widths, heights, slopes = raw.split([n_bins, n_bins, n_bins - 1], dim=-1)
+    return (
+        knots(widths, tail_bound, MIN_BIN_WIDTH),
+        knots(heights, tail_bound, MIN_BIN_HEIGHT),
+        knot_derivatives(slopes),
+    )

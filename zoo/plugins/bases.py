@@ -1,10 +1,21 @@
-"""Built-in plugin: base distributions of the latent."""
+"""Built-in plugin: base distributions of the latent.
+
+Each base is a module with ``log_prob(z) -> (batch,)`` and
+``sample(shape, temperature, device, dtype)`` (see ``zoo.hookspecs.zoo_bases``); its parameters, if
+any, train with the layers'. ``temperature`` scales the standard deviation of every Gaussian
+(Glow, https://arxiv.org/abs/1807.03039).
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
-from zoo.flow import StandardNormal
+import torch
+from torch import nn
+
+from zoo.errors import RecipeError
+from zoo.flow import LOG_2PI, StandardNormal
 from zoo.hookspecs import hookimpl
 
 
@@ -13,6 +24,81 @@ def standard_normal(shape: Sequence[int]) -> StandardNormal:
     return StandardNormal()
 
 
+def _reference(module: nn.Module, device, dtype):
+    """Sample on the module's device and dtype unless told otherwise."""
+    p = next(module.parameters())
+    return device if device is not None else p.device, dtype if dtype is not None else p.dtype
+
+
+class DiagonalNormal(nn.Module):
+    """N(mu, diag(sigma^2)) with a learned mean and log-std per latent dimension, both zero-initialised.
+
+    log p(z) = -1/2 sum_d [((z_d - mu_d) / sigma_d)^2 + 2 log sigma_d + log 2 pi]; it starts as
+    N(0, I). ``sample`` draws mu + temperature * sigma * e.
+    """
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.mean = nn.Parameter(torch.zeros(self.shape))
+        self.log_std = nn.Parameter(torch.zeros(self.shape))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        standard = (z - self.mean) * torch.exp(-self.log_std)
+        return -0.5 * (standard.square() + 2 * self.log_std + LOG_2PI).flatten(1).sum(1)
+
+    def sample(self, shape: Sequence[int], temperature: float = 1.0, device=None, dtype=None):
+        device, dtype = _reference(self, device, dtype)
+        e = torch.randn(*shape, device=device, dtype=dtype)
+        return self.mean.to(dtype) + temperature * torch.exp(self.log_std).to(dtype) * e
+
+
+class GaussianMixture(nn.Module):
+    """Mixture of K diagonal Gaussians, sum_k pi_k N(mu_k, diag(sigma_k^2)), all learned.
+
+    log p(z) = logsumexp_k [log pi_k + log N(z; mu_k, sigma_k)], pi = softmax(logits). Logits and
+    log-stds start at 0, the means at N(0, 1) draws (distinct components; a mixture of identical
+    components could never separate). ``sample`` picks k ~ pi, then mu_k + temperature sigma_k e.
+    """
+
+    def __init__(self, shape: Sequence[int], components: int = 8):
+        super().__init__()
+        if components < 1:
+            raise RecipeError(
+                f"gaussian_mixture: components must be >= 1, got {components!r}; e.g. components: 8"
+            )
+        self.shape = tuple(shape)
+        dim = math.prod(self.shape)
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.means = nn.Parameter(torch.randn(components, dim))
+        self.log_stds = nn.Parameter(torch.zeros(components, dim))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.flatten(1)[:, None, :]  # (batch, 1, D) against (K, D)
+        standard = (flat - self.means) * torch.exp(-self.log_stds)
+        per_component = -0.5 * (standard.square() + 2 * self.log_stds + LOG_2PI).sum(-1)
+        return torch.logsumexp(torch.log_softmax(self.logits, 0) + per_component, dim=1)
+
+    def sample(self, shape: Sequence[int], temperature: float = 1.0, device=None, dtype=None):
+        device, dtype = _reference(self, device, dtype)
+        n = shape[0]
+        k = torch.multinomial(torch.softmax(self.logits.detach(), 0), n, replacement=True)
+        e = torch.randn(n, self.means.shape[1], device=device, dtype=dtype)
+        flat = self.means[k].to(dtype) + temperature * torch.exp(self.log_stds[k]).to(dtype) * e
+        return flat.reshape(*shape)
+
+
+GaussianMixture.params_schema = {
+    "type": "object",
+    "properties": {"components": {"type": "integer", "minimum": 1, "default": 8}},
+    "additionalProperties": False,
+}
+
+
 @hookimpl
 def zoo_bases():
-    return {"standard_normal": standard_normal}
+    return {
+        "standard_normal": standard_normal,
+        "diagonal_normal": DiagonalNormal,
+        "gaussian_mixture": GaussianMixture,
+    }

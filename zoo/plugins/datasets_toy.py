@@ -165,4 +165,55 @@ gaussian.data_shape = lambda dim=1024, **params: ((dim,), None)
 
 @hookimpl
 def zoo_datasets():
-    return {factory.__name__: factory for factory in (*TOY_2D, gaussian)}
+    return {factory.__name__: factory for factory in (*TOY_2D, gaussian)} | {
+        "rings": rings,
+        "blobs": blobs,
+    }
+
+
+# --- the BNAF and torch-mnf toys (rings, blobs) ---------------------------------------------------
+
+
+def _rings(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
+    # Four concentric circles of radius 3, 2.25, 1.5, 0.75 with points evenly spaced in angle,
+    # a quarter of the points each (the outer ones take the remainder), shuffled.
+    sizes = [n - 3 * (n // 4)] + [n // 4] * 3
+    parts = []
+    for radius, size in zip((3.0, 2.25, 1.5, 0.75), sizes):
+        angle = np.linspace(0.0, 2 * math.pi, size, endpoint=False)
+        parts.append(radius * np.stack([np.cos(angle), np.sin(angle)], axis=1))
+    points = np.concatenate(parts)[rng.permutation(n)]
+    return points + noise * rng.randn(n, 2)
+
+
+def _blobs(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
+    from sklearn.datasets import make_blobs
+
+    centres = [(3.0, 3.0), (0.0, 0.0), (-3.0, -3.0)]
+    return make_blobs(n, centers=centres, cluster_std=noise, random_state=rng)[0]
+
+
+def rings(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.08,
+          seed: int = 0) -> FlowDataset:
+    """Four concentric rings of radius 3, 2.25, 1.5 and 0.75 (BNAF's and FFJORD's ``rings``), 2-D.
+
+    A quarter of the points on each ring, evenly spaced in angle, plus Gaussian noise of std
+    ``noise`` (0.08 as in BNAF, arXiv 1904.04676). Splits: three independent draws of ``n_train``,
+    ``n_val`` and ``n_test`` points.
+    """
+    return draw_splits("rings", _rings, (n_train, n_val, n_test), noise, seed)
+
+
+def blobs(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 1.0,
+          seed: int = 0) -> FlowDataset:
+    """Three equal Gaussians at (3, 3), (0, 0) and (-3, -3) (torch-mnf's ``sample_blobs``), 2-D.
+
+    scikit-learn ``make_blobs`` with these centres; ``noise`` is each Gaussian's std (1, as the
+    seed). Splits: three independent draws of ``n_train``, ``n_val`` and ``n_test`` points.
+    """
+    return draw_splits("blobs", _blobs, (n_train, n_val, n_test), noise, seed)
+
+
+for _factory in (rings, blobs):
+    _with_limits(_factory, noise={"minimum": 0}, **SIZE_LIMITS)
+    _factory.data_shape = lambda **params: ((2,), None)
