@@ -21,6 +21,7 @@ GET        /api/models/{repo}[/revision/{rev}]            ``{"id", "sha", "sibli
 GET        /api/models/{repo}/tree/{rev}[/{path}]         ``[{"type": "file", "path", "size", "oid"}]``
 GET        /api/models/{repo}/refs                        branches and their commits
 HEAD, GET  /{repo}/resolve/{rev}/{path}                   the file: ``X-Repo-Commit``, ``ETag``, Range (206)
+HEAD, GET  /cdn/{blob id}   (on ``cdn_endpoint`` only)     a blob, as LFS storage serves a signed URL
 =========  =============================================  ==========================================
 
 Failures follow the Hub: 404 with ``X-Error-Code`` ``RepoNotFound`` / ``RevisionNotFound`` /
