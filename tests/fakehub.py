@@ -40,6 +40,7 @@ Misbehaving on request, for the tests of what a client does with a Hub it does n
     hub.misbehave("org/m", "model.safetensors", drip=(16, 0.05))   # 16 bytes every 50 ms
     hub.misbehave("org/m", redirect="cdn")     # 302 to a second server on another port, like LFS
     hub.misbehave("org/m", any_revision=True)  # any revision name resolves to main's head
+    hub.misbehave("org/m", status=503)         # the Hub is having a bad day
 
 The second server (``hub.cdn_endpoint``) serves ``/cdn/<blob id>`` like the Hub's LFS storage.
 ``request_log`` keeps ``(server, method, path, headers)`` of every request, ``server`` being
@@ -107,6 +108,7 @@ class Misbehaviour:
     drip: tuple[int, float] | None = None  # (bytes, seconds): send the body that slowly
     redirect: str | None = None  # "cdn" (the second server) or any Location value
     any_revision: bool = False
+    status: int | None = None  # answer this status (an error, e.g. 503) with an empty body
 
     def applies(self, repo_id: str, path: str, method: str) -> bool:
         return (
@@ -425,6 +427,9 @@ class FakeHub:
 
     def _resolve(self, repo, revision, path, headers, method):
         rules = self._rules(repo.repo_id, path, method)
+        status = next((r.status for r in reversed(rules) if r.status), None)
+        if status:
+            return status, {"Content-Type": "text/plain"}, b""
         if repo.resolve(revision) is None and any(r.any_revision for r in rules):
             revision = "main"
         commit = self._commit_of(repo, revision)

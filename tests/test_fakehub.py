@@ -191,7 +191,7 @@ def test_misbehave_serves_other_bytes_under_the_stored_etag_and_without_a_length
     server.commit("org/m", {"a.txt": b"aaa"})
     server.misbehave("org/m", "a.txt", method="GET", body=b"other bytes", headers={"Content-Length": None})
     status, headers, body = request(server, "GET", "/org/m/resolve/main/a.txt")
-    assert body == b"other bytes" and headers["ETag"] == f'"{git_blob_sha1(b"aaa")}"'
+    assert status == 200 and body == b"other bytes" and headers["ETag"] == f'"{git_blob_sha1(b"aaa")}"'
     assert "Content-Length" not in headers  # the body ends when the connection closes
 
 
@@ -223,8 +223,7 @@ def test_misbehave_redirects_to_the_cdn_server_like_lfs(server):
     assert info.value.code == 302 and headers["Location"] == f"{server.cdn_endpoint}/cdn/{blob}"
     assert headers["X-Linked-Etag"] == f'"{blob}"' and headers["X-Linked-Size"] == "7"
     assert server.cdn_endpoint != server.endpoint
-    status, _, body = request(server, "GET", f"/cdn/{blob}")  # the hub's port has no /cdn route
-    assert status == 404
+    assert request(server, "GET", f"/cdn/{blob}")[0] == 404  # the hub's port has no /cdn route
     with urllib.request.urlopen(f"{server.cdn_endpoint}/cdn/{blob}", timeout=5) as response:
         assert response.read() == b"weights"
     assert [(r[0], r[1]) for r in server.request_log[-2:]] == [("hub", "GET"), ("cdn", "GET")]

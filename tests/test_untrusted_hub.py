@@ -18,7 +18,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # before huggingface_hub is imported
 
 import pytest
-
 from fakehub import FakeHub, git_blob_sha1
 
 from zoo import hub
@@ -51,8 +50,14 @@ def env(tmp_path, monkeypatch):
         server.create_repo(REPO)
         server.commit(REPO, FILES)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-        for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "ZOO_ALLOW_UNVERIFIED", "ZOO_HUB_MAX_WEIGHTS",
-                     "ZOO_HUB_MIN_RATE", "ZOO_HUB_TRUSTED_HOSTS"):
+        for name in (
+            "HF_HUB_CACHE",
+            "HF_HUB_OFFLINE",
+            "ZOO_ALLOW_UNVERIFIED",
+            "ZOO_HUB_MAX_WEIGHTS",
+            "ZOO_HUB_MIN_RATE",
+            "ZOO_HUB_TRUSTED_HOSTS",
+        ):
             monkeypatch.delenv(name, raising=False)
         for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
             monkeypatch.delenv(name, raising=False)
@@ -106,7 +111,9 @@ def gets(env, path_part: str, server: str = "hub") -> list:
 def test_an_etag_with_path_parts_writes_nothing_outside_the_cache(env, header, value):
     value = value.replace("ABSOLUTE", str(env.tmp / "sentinel" / "abs"))
     env.misbehave(REPO, "config.json", headers={header: value})
-    message = refused(env, lambda: hub.pull(REPO), f"{REPO}@main: config.json", "no content hash", "ZOO_ALLOW_UNVERIFIED=1")
+    message = refused(
+        env, lambda: hub.pull(REPO), f"{REPO}@main: config.json", "no content hash", "ZOO_ALLOW_UNVERIFIED=1"
+    )
     assert value in message or repr(value) in message
     assert blobs(env) == []  # refused before downloading
 
@@ -124,7 +131,9 @@ def test_opting_out_names_an_unhashed_file_by_the_hash_zoo_computes(env, monkeyp
 
 def test_the_get_answer_headers_are_never_used_for_paths(env):
     """The HEAD is checked; a GET that then names other ETags and commits changes nothing on disk."""
-    env.misbehave(REPO, method="GET", headers={"ETag": '"../../../../sentinel/x"', "X-Repo-Commit": "../../../sentinel"})
+    env.misbehave(
+        REPO, method="GET", headers={"ETag": '"../../../../sentinel/x"', "X-Repo-Commit": "../../../sentinel"}
+    )
     before = outside_cache(env)
     pulled = hub.pull(REPO)
     assert pulled.revision == env.head(REPO) and (pulled.folder / "model.safetensors").read_bytes() == WEIGHTS
@@ -134,8 +143,22 @@ def test_the_get_answer_headers_are_never_used_for_paths(env):
 
 @pytest.mark.parametrize(
     "revision",
-    ["../../../../sentinel/x", "main/../../x", "-rf", "/etc/passwd", "a\\b", "a\x00b", "a\nb", "a b",
-     "x" * 300, "v1.lock", ".hidden", "a//b", "a@{1}", "trailing/"],
+    [
+        "../../../../sentinel/x",
+        "main/../../x",
+        "-rf",
+        "/etc/passwd",
+        "a\\b",
+        "a\x00b",
+        "a\nb",
+        "a b",
+        "x" * 300,
+        "v1.lock",
+        ".hidden",
+        "a//b",
+        "a@{1}",
+        "trailing/",
+    ],
 )
 def test_a_revision_that_could_escape_is_refused_before_any_request(env, revision):
     env.misbehave(REPO, any_revision=True)  # a server that answers for any name
@@ -161,7 +184,8 @@ def test_a_repo_id_that_could_escape_is_refused(env, repo_id):
 
 
 @pytest.mark.parametrize(
-    "commit", ["../../../../sentinel/c", "main", "A" * 40, "f" * 39, None, "0" * 40 + "/x"],
+    "commit",
+    ["../../../../sentinel/c", "main", "A" * 40, "f" * 39, None, "0" * 40 + "/x"],
 )
 def test_an_odd_commit_from_the_server_is_refused(env, commit):
     env.misbehave(REPO, "config.json", headers={"X-Repo-Commit": commit})
@@ -246,7 +270,9 @@ def test_a_catalogue_pin_verifies_weights_the_hub_gives_no_hash_for(env, catalog
 def test_a_wrong_catalogue_pin_is_refused_even_when_unverified_files_are_allowed(env, catalogue_entry, monkeypatch):
     catalogue_entry("0" * 64)
     monkeypatch.setenv("ZOO_ALLOW_UNVERIFIED", "1")
-    refused(env, lambda: hub.pull("evil-model"), "model.safetensors", "the catalogue entry 'evil-model' pins " + "0" * 64)
+    refused(
+        env, lambda: hub.pull("evil-model"), "model.safetensors", "the catalogue entry 'evil-model' pins " + "0" * 64
+    )
 
 
 # --- 3. sizes -------------------------------------------------------------------------------------
@@ -349,7 +375,9 @@ def test_headers_that_drip_forever_are_bounded_by_the_deadline():
 def test_a_redirect_to_another_host_is_refused_before_contacting_it(env):
     env.misbehave(REPO, "model.safetensors", redirect="cdn")
     cdn = env.cdn_endpoint.removeprefix("http://")
-    refused(env, lambda: hub.pull(REPO), "model.safetensors", f"redirected the download to {cdn}", "ZOO_HUB_TRUSTED_HOSTS")
+    refused(
+        env, lambda: hub.pull(REPO), "model.safetensors", f"redirected the download to {cdn}", "ZOO_HUB_TRUSTED_HOSTS"
+    )
     assert [r for r in env.request_log if r[0] == "cdn"] == []
 
 
@@ -412,7 +440,9 @@ def test_offline_a_cached_copy_without_a_content_hash_is_refused_unless_allowed(
     (pulled.folder / "config.json").symlink_to("../../blobs/not-a-hash")
     env.stop()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(HubError, match=r"config\.json: the cached copy .* is not stored under a content hash.*ZOO_ALLOW_UNVERIFIED=1"):
+    with pytest.raises(
+        HubError, match=r"config\.json: the cached copy .* is not stored under a content hash.*ZOO_ALLOW_UNVERIFIED=1"
+    ):
         hub.pull(REPO)
     assert hub.pull(REPO, allow_unverified=True).unverified == ("config.json",)
 
@@ -426,13 +456,37 @@ def test_every_file_in_the_snapshot_is_verified_not_only_those_zoo_fetches(env):
         hub.pull(f"{REPO}@{pulled.revision}")
 
 
+def test_a_cache_folder_linked_outside_is_refused_before_writing_into_it(env):
+    storage = cache_of(env) / "models--evil--model"
+    storage.mkdir(parents=True)
+    (storage / "blobs").symlink_to(env.tmp / "sentinel", target_is_directory=True)
+    refused(env, lambda: hub.pull(REPO), "blobs: this folder of the cache resolves to", "outside")
+
+
+def test_a_hub_error_answer_falls_back_to_the_cache(env):
+    pulled = hub.pull(REPO)
+    env.misbehave(REPO, status=503)
+    assert hub.pull(REPO).folder == pulled.folder  # main's commit from refs/main, verified copies
+    with pytest.raises(
+        HubError,
+        match=r"cannot reach the Hub at .* \(it answered HTTP 503\), and evil/other@main: config\.json is not in the local cache",
+    ):
+        env.create_repo("evil/other")
+        env.misbehave("evil/other", status=503)
+        hub.pull("evil/other")
+
+
 def test_the_cache_is_huggingface_hub_s_layout(env):
     from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 
     pulled = hub.pull(REPO)
     cache = cache_of(env)
-    assert try_to_load_from_cache(REPO, "config.json", cache_dir=cache, revision=pulled.revision) == str(pulled.folder / "config.json")
-    assert try_to_load_from_cache(REPO, "model.safetensors", cache_dir=cache) == str(pulled.folder / "model.safetensors")
+    assert try_to_load_from_cache(REPO, "config.json", cache_dir=cache, revision=pulled.revision) == str(
+        pulled.folder / "config.json"
+    )
+    assert try_to_load_from_cache(REPO, "model.safetensors", cache_dir=cache) == str(
+        pulled.folder / "model.safetensors"
+    )
     (repo,) = scan_cache_dir(cache).repos
     assert repo.repo_id == REPO and {f.file_name for r in repo.revisions for f in r.files} == set(FILES)
     assert os.readlink(pulled.folder / "README.md") == f"../../blobs/{git_blob_sha1(FILES['README.md'])}"
@@ -448,7 +502,9 @@ def test_the_cli_reports_a_refusal_in_one_line_and_exits_2(env, capsys):
     assert main(["pull", REPO]) == 2
     err = capsys.readouterr().err
     first = err.splitlines()[0]
-    assert first.startswith(f"zoo: error: {REPO}@") and "model.safetensors" in first and "ZOO_ALLOW_UNVERIFIED=1" in first
+    assert (
+        first.startswith(f"zoo: error: {REPO}@") and "model.safetensors" in first and "ZOO_ALLOW_UNVERIFIED=1" in first
+    )
     assert "Traceback" not in err
     assert main(["pull", REPO, "--revision", "../../x"]) == 2
     assert "refusing revision '../../x'" in capsys.readouterr().err

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +147,9 @@ class Downloader:
         except _Unreachable as failure:
             self.unreachable = failure.reason
             return self._from_cache_only(filename, revision, cap, sha256, pin_owner)
-        cached = self._cached(filename, revision, remote.commit, cap, sha256, pin_owner, expect=remote.address, refetch=True)
+        cached = self._cached(
+            filename, revision, remote.commit, cap, sha256, pin_owner, expect=remote.address, refetch=True
+        )
         if cached is None:
             cached = self._download(remote, revision, cap, sha256, pin_owner)
         self._write_ref(revision, remote.commit)
@@ -211,7 +213,9 @@ class Downloader:
                 place, f"the Hub at {self.endpoint} named the commit {commit!r} (X-Repo-Commit), not a 40-hex commit id"
             )
         if transport.COMMIT.match(revision) and commit != revision:
-            raise self._refuse(place, f"asked for commit {revision}, the Hub at {self.endpoint} answered commit {commit}")
+            raise self._refuse(
+                place, f"asked for commit {revision}, the Hub at {self.endpoint} answered commit {commit}"
+            )
 
         etag = _one_header(headers, "X-Linked-Etag") or _one_header(headers, "ETag")
         address = transport.content_address(etag)
@@ -221,7 +225,9 @@ class Downloader:
                 "40-hex git blob sha1 or a 64-hex sha256), so its content cannot be verified; refused, nothing "
                 f"was downloaded. If you trust this endpoint, {transport.UNVERIFIED_HINT}."
             )
-        size_text = _one_header(headers, "X-Linked-Size") or (None if location else _one_header(headers, "Content-Length"))
+        size_text = _one_header(headers, "X-Linked-Size") or (
+            None if location else _one_header(headers, "Content-Length")
+        )
         if size_text is not None and not size_text.isdigit():
             raise self._refuse(place, f"the Hub at {self.endpoint} gave the size {size_text!r}, not a number of bytes")
         size = int(size_text) if size_text is not None else None
@@ -241,8 +247,10 @@ class Downloader:
         if (scheme, host, port) == mine:
             return
         trusted = transport.trusted_hosts()
-        hub_storage = mine[1] in ("huggingface.co", "hf.co") and scheme == "https" and (
-            host in ("huggingface.co", "hf.co") or host.endswith((".huggingface.co", ".hf.co"))
+        hub_storage = (
+            mine[1] in ("huggingface.co", "hf.co")
+            and scheme == "https"
+            and (host in ("huggingface.co", "hf.co") or host.endswith((".huggingface.co", ".hf.co")))
         )
         if hub_storage or host in trusted or f"{host}:{port}" in trusted:
             return
@@ -291,13 +299,19 @@ class Downloader:
     # -- the download ------------------------------------------------------------------------------
 
     def _dir(self, path: Path) -> Path:
-        """``path`` (a folder under the repo's storage), created, and checked to lie inside it."""
-        path.mkdir(parents=True, exist_ok=True)
-        if not _inside(path, self.storage) or not _inside(self.storage, self.cache):
-            raise HubError(
-                f"{path}: this folder of the cache resolves to {os.path.realpath(path)}, outside the cache "
-                f"{self.cache}; nothing was written. Remove the link, or point HF_HOME at another folder."
-            )
+        """``path`` (a folder under the repo's storage), created one level at a time, each level
+        checked to lie inside the storage before anything is created in it."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        folder = self.cache
+        for part in path.relative_to(self.cache).parts:
+            folder = folder / part
+            if not os.path.lexists(folder):
+                folder.mkdir(exist_ok=True)
+            if not _inside(folder, self.cache if folder == self.storage else self.storage) or not folder.is_dir():
+                raise HubError(
+                    f"{folder}: this folder of the cache resolves to {os.path.realpath(folder)}, outside "
+                    f"{self.storage}; nothing was written. Remove the link, or point HF_HOME at another folder."
+                )
         return path
 
     def _download(self, remote: _Remote, revision: str, cap: int, sha256: str | None, pin_owner: str) -> Fetched:
@@ -323,11 +337,14 @@ class Downloader:
             break
         else:
             raise self._refuse(place, f"the download was redirected more than {MAX_REDIRECTS} times")
-        fd, tmp = tempfile.mkstemp(prefix=".zoo-", suffix=".incomplete", dir=blobs)
+        tmp = blobs / f".zoo-{secrets.token_hex(8)}.incomplete"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)  # umask applies
         try:
             with answer, os.fdopen(fd, "wb") as out:
                 if answer.status != 200:
-                    raise HubError(f"{place}: {_host(url)} answered HTTP {answer.status} to the download. Try again later.")
+                    raise HubError(
+                        f"{place}: {_host(url)} answered HTTP {answer.status} to the download. Try again later."
+                    )
                 length = answer.headers.get("Content-Length")
                 if length is not None and (not length.isdigit() or (expected is not None and int(length) != expected)):
                     raise self._refuse(
@@ -356,7 +373,7 @@ class Downloader:
                     digests.update(chunk)
             if expected is not None and received != expected:
                 raise self._refuse(place, f"{_host(url)} sent {received} of the {expected} bytes announced")
-            name = self._verify_new(place, Path(tmp), digests, remote, sha256, pin_owner)
+            name = self._verify_new(place, tmp, digests, remote, sha256, pin_owner)
             blob = blobs / name
             os.replace(tmp, blob)
         finally:

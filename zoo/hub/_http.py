@@ -43,23 +43,26 @@ class _DeadlineSocket:
         self._files = 0
         self._closed = False
 
-    def _arm(self) -> None:
+    def _bounded(self, operation, *args):
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise DeadlineExceeded("the server took too long to answer")
         self._sock.settimeout(min(self._timeout, left))
+        try:
+            return operation(*args)
+        except TimeoutError:
+            if left < self._timeout:  # it was the deadline, not the per-operation timeout, that ran out
+                raise DeadlineExceeded("the server took too long to answer") from None
+            raise
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
-        self._arm()
-        return self._sock.recv_into(buffer, nbytes, flags)
+        return self._bounded(self._sock.recv_into, buffer, nbytes, flags)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        self._arm()
-        return self._sock.recv(bufsize, flags)
+        return self._bounded(self._sock.recv, bufsize, flags)
 
     def sendall(self, data, flags: int = 0) -> None:
-        self._arm()
-        self._sock.sendall(data, flags)
+        self._bounded(self._sock.sendall, data, flags)
 
     def makefile(self, mode: str = "rb", buffering: int | None = None, **_ignored) -> io.BufferedReader:
         if mode != "rb":

@@ -217,9 +217,7 @@ def content_address(etag: str | None) -> str | None:
     """
     if etag is None:
         return None
-    text = etag.strip()
-    if text.startswith("W/"):
-        text = text[2:]
+    text = etag.strip().removeprefix("W/")
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1]
     text = text.lower()
