@@ -21,6 +21,7 @@ GET        /api/models/{repo}[/revision/{rev}]            ``{"id", "sha", "sibli
 GET        /api/models/{repo}/tree/{rev}[/{path}]         ``[{"type": "file", "path", "size", "oid"}]``
 GET        /api/models/{repo}/refs                        branches and their commits
 HEAD, GET  /{repo}/resolve/{rev}/{path}                   the file: ``X-Repo-Commit``, ``ETag``, Range (206)
+HEAD, GET  /cdn/{blob id}   (on ``cdn_endpoint`` only)     a blob, as LFS storage serves a signed URL
 =========  =============================================  ==========================================
 
 Failures follow the Hub: 404 with ``X-Error-Code`` ``RepoNotFound`` / ``RevisionNotFound`` /
@@ -29,6 +30,21 @@ without a bearer token, 412 when ``parentCommit`` is not the branch head.
 
 A file's ETag is its git blob sha1 (as the Hub's ETag of a regular file), so ``huggingface_hub``
 stores it in its cache as ``blobs/<sha1>``.
+
+Misbehaving on request, for the tests of what a client does with a Hub it does not control
+(``misbehave`` adds a rule to a per-repo table, ``behave`` clears it)::
+
+    hub.misbehave("org/m", "model.safetensors", headers={"ETag": '"../../x"'})   # None drops a header
+    hub.misbehave("org/m", "README.md", method="HEAD", headers={"Content-Length": str(10**15)})
+    hub.misbehave("org/m", "config.json", body=b"{}")      # other bytes than its ETag says
+    hub.misbehave("org/m", "model.safetensors", drip=(16, 0.05))   # 16 bytes every 50 ms
+    hub.misbehave("org/m", redirect="cdn")     # 302 to a second server on another port, like LFS
+    hub.misbehave("org/m", any_revision=True)  # any revision name resolves to main's head
+    hub.misbehave("org/m", status=503)         # the Hub is having a bad day
+
+The second server (``hub.cdn_endpoint``) serves ``/cdn/<blob id>`` like the Hub's LFS storage.
+``request_log`` keeps ``(server, method, path, headers)`` of every request, ``server`` being
+``"hub"`` or ``"cdn"``.
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping
@@ -79,6 +96,40 @@ class Repo:
         return None
 
 
+@dataclass
+class Misbehaviour:
+    """One rule of the override table: what ``_resolve`` changes for matching requests."""
+
+    repo_id: str
+    path: str | None = None  # None: every file of the repo
+    method: str | None = None  # "HEAD" or "GET"; None: both
+    headers: dict[str, str | None] = field(default_factory=dict)  # None: drop that header
+    body: bytes | None = None  # served instead of the stored bytes (the headers stay the stored file's)
+    drip: tuple[int, float] | None = None  # (bytes, seconds): send the body that slowly
+    redirect: str | None = None  # "cdn" (the second server) or any Location value
+    any_revision: bool = False
+    status: int | None = None  # answer this status (an error, e.g. 503) with an empty body
+
+    def applies(self, repo_id: str, path: str, method: str) -> bool:
+        return (
+            self.repo_id == repo_id
+            and self.path in (None, path)
+            and self.method in (None, method)
+        )
+
+
+@dataclass
+class Drip:
+    """A response body sent ``chunk`` bytes at a time, ``interval`` seconds apart."""
+
+    data: bytes
+    chunk: int
+    interval: float
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 class HubFailure(Exception):
     """An HTTP error answer: status, ``X-Error-Code`` and message."""
 
@@ -98,33 +149,40 @@ class FakeHub:
         self.token = token
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
+        self.request_log: list[tuple[str, str, str, dict[str, str]]] = []  # (server, method, path, headers)
+        self.misbehaviours: list[Misbehaviour] = []
         self._lock = threading.RLock()
         self._counter = itertools.count()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._servers: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
         self.endpoint = ""
+        self.cdn_endpoint = ""
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> "FakeHub":
-        handler = type("BoundHandler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self.endpoint = f"http://{host}:{port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fakehub", daemon=True
-        )
-        self._thread.start()
+        self.endpoint = self._serve_as("hub")
+        self.cdn_endpoint = self._serve_as("cdn")  # another origin (port), as the Hub's LFS storage is
         return self
 
+    def _serve_as(self, role: str) -> str:
+        handler = type("BoundHandler", (_Handler,), {"hub": self, "role": role})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fakehub-{role}", daemon=True
+        )
+        thread.start()
+        self._servers.append((server, thread))
+        host, port = server.server_address[:2]
+        return f"http://{host}:{port}"
+
     def stop(self) -> None:
-        """Stop serving and close the port: later requests get "connection refused"."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
+        """Stop serving and close the ports: later requests get "connection refused"."""
+        while self._servers:
+            server, thread = self._servers.pop()
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
 
     def __enter__(self) -> "FakeHub":
         return self.start()
@@ -180,6 +238,21 @@ class FakeHub:
         with self._lock:
             return self._head(self._repo(repo_id), branch)
 
+    def misbehave(self, repo_id: str, path: str | None = None, **rule: Any) -> Misbehaviour:
+        """Add a rule to the override table (see the module docstring); later rules win."""
+        with self._lock:
+            misbehaviour = Misbehaviour(repo_id, path, **rule)
+            self.misbehaviours.append(misbehaviour)
+            return misbehaviour
+
+    def behave(self) -> None:
+        """Clear the override table: serve every repo as stored again."""
+        with self._lock:
+            self.misbehaviours.clear()
+
+    def _rules(self, repo_id: str, path: str, method: str) -> list[Misbehaviour]:
+        return [m for m in self.misbehaviours if m.applies(repo_id, path, method)]
+
     # -- helpers (raise HubFailure) --------------------------------------------------------------
 
     def _repo(self, repo_id: str, token: str | None = None, *, reading: bool = True) -> Repo:
@@ -215,12 +288,15 @@ class FakeHub:
 
     # -- request handling (called by the handler, under the lock) ---------------------------------
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers, body: bytes):
-        """Dispatch one request: returns ``(status, headers, body_bytes)``."""
+    def handle(self, method: str, path: str, query: dict[str, list[str]], headers, body: bytes, server: str = "hub"):
+        """Dispatch one request: returns ``(status, headers, body)``, the body bytes or a ``Drip``."""
         with self._lock:
             self.requests.append((method, path))
+            self.request_log.append((server, method, path, dict(headers.items())))
             token = _bearer(headers)
             parts = [unquote(p) for p in path.strip("/").split("/")]
+            if server == "cdn":
+                return self._cdn(method, parts)
             if parts[:1] == ["api"]:
                 return self._api(method, parts[1:], query, token, body)
             if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
@@ -340,7 +416,22 @@ class FakeHub:
         ]
         return _ok(entries)
 
+    def _cdn(self, method, parts):
+        """``/cdn/<blob id>``: a blob of any repo, the way LFS storage serves a signed URL."""
+        if method in ("GET", "HEAD") and len(parts) == 2 and parts[0] == "cdn":
+            for repo in self.repos.values():
+                if parts[1] in repo.blobs:
+                    data = repo.blobs[parts[1]]
+                    return 200, {"ETag": f'"{parts[1]}"', "Content-Type": "application/octet-stream"}, data
+        raise HubFailure(404, f"fakehub cdn: no blob at /{'/'.join(parts)}")
+
     def _resolve(self, repo, revision, path, headers, method):
+        rules = self._rules(repo.repo_id, path, method)
+        status = next((r.status for r in reversed(rules) if r.status), None)
+        if status:
+            return status, {"Content-Type": "text/plain"}, b""
+        if repo.resolve(revision) is None and any(r.any_revision for r in rules):
+            revision = "main"
         commit = self._commit_of(repo, revision)
         blob = self._entry(repo, commit, path)
         data = repo.blobs[blob]
@@ -350,6 +441,26 @@ class FakeHub:
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }
+        redirect = next((r.redirect for r in reversed(rules) if r.redirect), None)
+        if redirect:
+            location = f"{self.cdn_endpoint}/cdn/{blob}" if redirect == "cdn" else redirect
+            out.update({"Location": location, "X-Linked-Etag": f'"{blob}"', "X-Linked-Size": str(len(data))})
+            return 302, self._override(out, rules), b""
+        for rule in rules:
+            data = rule.body if rule.body is not None else data
+        status, out, data = self._ranged(out, data, headers, method)
+        out = self._override(out, rules)
+        drip = next((r.drip for r in reversed(rules) if r.drip), None)
+        return status, out, (Drip(data, *drip) if drip else data)
+
+    @staticmethod
+    def _override(out, rules):
+        for rule in rules:
+            out.update(rule.headers)
+        return out
+
+    @staticmethod
+    def _ranged(out, data, headers, method):
         status = 200
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", headers.get("Range", "") or "")
         if match and method == "GET":
@@ -422,6 +533,7 @@ def _ok(payload: Any):
 
 class _Handler(BaseHTTPRequestHandler):
     hub: FakeHub  # set on the bound subclass
+    role: str = "hub"  # or "cdn"
     protocol_version = "HTTP/1.1"
 
     def _serve(self, method: str) -> None:
@@ -429,21 +541,34 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
-            status, headers, data = self.hub.handle(method, split.path, parse_qs(split.query), self.headers, body)
+            status, headers, data = self.hub.handle(
+                method, split.path, parse_qs(split.query), self.headers, body, server=self.role
+            )
         except HubFailure as failure:
             status, data = failure.status, json.dumps({"error": failure.message}).encode()
             headers = {"Content-Type": "application/json", "X-Error-Message": failure.message, **failure.headers}
             if failure.code:
                 headers["X-Error-Code"] = failure.code
         self.send_response(status)
-        headers.setdefault("Content-Length", str(len(data)))
+        headers.setdefault("Content-Length", str(len(data)))  # a None value (dropped by a rule) stays None
         headers["Connection"] = "close"  # no keep-alive: stop() must really cut every client off
         for key, value in headers.items():
-            self.send_header(key, value)
+            if value is not None:
+                self.send_header(key, value)
         self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(data)
         self.close_connection = True
+        if method == "HEAD":
+            return
+        try:
+            if isinstance(data, Drip):
+                for start in range(0, len(data.data), data.chunk):
+                    self.wfile.write(data.data[start : start + data.chunk])
+                    self.wfile.flush()
+                    time.sleep(data.interval)
+            else:
+                self.wfile.write(data)
+        except OSError:
+            pass  # the client hung up (as a client that gives up on a drip does)
 
     def do_GET(self):
         self._serve("GET")

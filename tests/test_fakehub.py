@@ -167,3 +167,73 @@ def test_huggingface_hub_round_trip(server, tmp_path):
     assert api.repo_info("org/rt", revision="dev").sha == info.oid
     assert sorted(f.path for f in api.list_repo_tree("org/rt", revision="dev")) == ["README.md", "w.bin"]
     assert ("POST", "/api/validate-yaml") in server.requests
+
+
+# --- misbehaving on request ---------------------------------------------------------------------------
+
+
+def test_misbehave_overrides_and_drops_headers_per_file_and_method(server):
+    server.create_repo("org/m")
+    server.commit("org/m", {"a.txt": b"aaa", "b.txt": b"bbb"})
+    server.misbehave("org/m", "a.txt", headers={"ETag": '"../../x"', "X-Repo-Commit": None})
+    server.misbehave("org/m", "b.txt", method="HEAD", headers={"Content-Length": str(10**15)})
+    status, headers, body = request(server, "GET", "/org/m/resolve/main/a.txt")
+    assert status == 200 and headers["ETag"] == '"../../x"' and "X-Repo-Commit" not in headers and body == b"aaa"
+    assert request(server, "HEAD", "/org/m/resolve/main/b.txt")[1]["Content-Length"] == str(10**15)
+    status, headers, body = request(server, "GET", "/org/m/resolve/main/b.txt")
+    assert headers["Content-Length"] == "3" and body == b"bbb"  # the rule was for HEAD only
+    server.behave()
+    assert request(server, "GET", "/org/m/resolve/main/a.txt")[1]["ETag"] == f'"{git_blob_sha1(b"aaa")}"'
+
+
+def test_misbehave_serves_other_bytes_under_the_stored_etag_and_without_a_length(server):
+    server.create_repo("org/m")
+    server.commit("org/m", {"a.txt": b"aaa"})
+    server.misbehave("org/m", "a.txt", method="GET", body=b"other bytes", headers={"Content-Length": None})
+    status, headers, body = request(server, "GET", "/org/m/resolve/main/a.txt")
+    assert status == 200 and body == b"other bytes" and headers["ETag"] == f'"{git_blob_sha1(b"aaa")}"'
+    assert "Content-Length" not in headers  # the body ends when the connection closes
+
+
+def test_misbehave_drips_the_body(server):
+    import time
+
+    server.create_repo("org/m")
+    server.commit("org/m", {"a.txt": b"0123456789"})
+    server.misbehave("org/m", "a.txt", drip=(2, 0.05))
+    started = time.monotonic()
+    assert request(server, "GET", "/org/m/resolve/main/a.txt")[2] == b"0123456789"
+    assert time.monotonic() - started >= 0.2  # five chunks, 50 ms apart
+
+
+def test_misbehave_redirects_to_the_cdn_server_like_lfs(server):
+    server.create_repo("org/m")
+    server.commit("org/m", {"w.bin": b"weights"})
+    blob = git_blob_sha1(b"weights")
+    server.misbehave("org/m", "w.bin", redirect="cdn")
+    req = urllib.request.Request(server.endpoint + "/org/m/resolve/main/w.bin", method="HEAD")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.build_opener(NoRedirect).open(req, timeout=5)
+    headers = info.value.headers
+    assert info.value.code == 302 and headers["Location"] == f"{server.cdn_endpoint}/cdn/{blob}"
+    assert headers["X-Linked-Etag"] == f'"{blob}"' and headers["X-Linked-Size"] == "7"
+    assert server.cdn_endpoint != server.endpoint
+    assert request(server, "GET", f"/cdn/{blob}")[0] == 404  # the hub's port has no /cdn route
+    with urllib.request.urlopen(f"{server.cdn_endpoint}/cdn/{blob}", timeout=5) as response:
+        assert response.read() == b"weights"
+    assert [(r[0], r[1]) for r in server.request_log[-2:]] == [("hub", "GET"), ("cdn", "GET")]
+    assert server.request_log[-2][3].get("Authorization") == "Bearer hf_test"
+
+
+def test_misbehave_any_revision_answers_for_any_name(server):
+    server.create_repo("org/m")
+    head = server.commit("org/m", {"a.txt": b"a"})
+    assert request(server, "HEAD", "/org/m/resolve/..%2F..%2Fx/a.txt")[0] == 404
+    server.misbehave("org/m", any_revision=True)
+    status, headers, _ = request(server, "HEAD", "/org/m/resolve/..%2F..%2Fx/a.txt")
+    assert status == 200 and headers["X-Repo-Commit"] == head

@@ -17,14 +17,20 @@ Loading is the mirror image of saving: a run folder and a downloaded snapshot go
 Sources (``resolve_source``): an existing run folder, a catalogue name registered through the
 ``zoo_pretrained`` hook (pinned revision and sha256), or ``ORG/NAME[@REVISION]``.
 
-Integrity: ``hf_hub_download`` checks only sizes, so ``pull`` re-hashes ``model.safetensors``
-against the catalogue's sha256 when it pins one, and always against the content address the
-cache stores it under (the ETag: sha256 for LFS files, git blob sha1 for regular ones). A
-mismatch evicts the cached copy and raises before anything is loaded.
+Remote data stays remote: a repo may be anyone's and an endpoint may be hostile, so ``pull``
+checks the repo id and the revision (git's ref rules, or a 40-hex commit) before any request,
+and downloads through ``_download``, which builds every cache path from checked values only and
+verifies every file of the snapshot before anything is loaded: against the content hash the Hub
+announces (git blob sha1 for regular files, sha256 for LFS ones) and, for a catalogue model's
+weights, against the pinned sha256. A file the Hub gives no hash for is refused unless the user
+accepts it unverified (``ZOO_ALLOW_UNVERIFIED=1`` or ``allow_unverified=True``); files over a
+size cap, redirects to untrusted hosts and transfers that stall are refused. Each refusal is one
+HubError naming the repo, revision, file and fix, and leaves nothing outside the cache.
 
 Settings read at call time: ``ZOO_HUB_ENDPOINT`` (else ``HF_ENDPOINT``) for a mirror,
 ``ZOO_HUB_TIMEOUT`` (seconds, default 10), ``HF_HUB_OFFLINE`` (cache only), ``HF_HOME`` /
-``HF_HUB_CACHE``, ``HF_TOKEN``.
+``HF_HUB_CACHE``, ``HF_TOKEN``, and those of ``_transport`` for downloads
+(``ZOO_ALLOW_UNVERIFIED``, ``ZOO_HUB_MAX_WEIGHTS``, ``ZOO_HUB_MIN_RATE``, ``ZOO_HUB_TRUSTED_HOSTS``).
 """
 
 from __future__ import annotations
@@ -37,13 +43,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from zoo._suggest import did_you_mean
+from zoo.hub import _download as download
 from zoo.hub import _transport as transport
 from zoo.hub._folder import CONFIG_FILE, check_plugins, folder_config, load_model_folder, stage_repo
-from zoo.errors import HubError, WeightsError
+from zoo.errors import HubError
 from zoo.weights import WEIGHTS_FILE
+
 OPTIONAL_FILES = ("recipe.yaml", "metrics.json", "README.md", "sample.png")
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# ORG/NAME as the Hub allows them: letters, digits, '_', '.', '-', no '--' or '..' (the cache joins
+# the parts with '--'), each part starting and ending with a letter, digit or '_', at most 96 long.
+_PART = r"[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?"
+REPO_ID = re.compile(rf"^(?!.*(?:--|\.\.)){_PART}/{_PART}$")
+COMMIT = transport.COMMIT
 
 __all__ = [
     "PulledModel",
@@ -83,6 +94,7 @@ class PulledModel:
     folder: Path  # the snapshot folder holding config.json, model.safetensors, ...
     recipe: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
+    unverified: tuple[str, ...] = ()  # files accepted without a content hash (ZOO_ALLOW_UNVERIFIED)
 
 
 # --- sources --------------------------------------------------------------------------------------
@@ -120,8 +132,10 @@ def resolve_source(spec: str | Path, *, registry=None) -> Source:
             "catalogue", text, repo_id=entry["repo_id"], revision=entry["revision"],
             sha256=entry.get("sha256"), name=text,
         )
-    repo, _, revision = text.partition("@")
+    repo, at, revision = text.partition("@")
     if REPO_ID.match(repo) and not text.startswith((".", "/", "~")):
+        if at:
+            transport.check_revision(revision, repo)
         return Source("repo", text, repo_id=repo, revision=revision or None)
     hint = did_you_mean(text, catalogue)
     looks_like_path = "/" in text or "\\" in text or text.startswith((".", "~"))
@@ -153,6 +167,8 @@ def push(
         raise HubError(f"{repo_id!r} is not a repo id; use ORG/NAME, e.g. --repo-id zoo-flows/{Path(run_dir).name}")
     if revision and COMMIT.match(revision):
         raise HubError(f"--revision {revision}: a push goes to a branch (e.g. main, v2), not to a commit")
+    if revision:
+        transport.check_revision(revision, repo_id)
     token = transport.write_token(token)
     endpoint = transport.hub_endpoint(endpoint)
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
@@ -189,68 +205,72 @@ def push(
 # --- pull -----------------------------------------------------------------------------------------
 
 
-def _verify(path: Path, source: Source, revision: str | None) -> None:
-    """Re-hash the downloaded weights; on a mismatch evict them from the cache and refuse."""
-    if source.sha256 and (revision is None or revision == source.revision):
-        actual = transport.sha256_of(path)
-        if actual != source.sha256.lower():
-            transport.evict(path)
-            raise WeightsError(
-                f"{source.repo_id}@{source.revision}: {WEIGHTS_FILE} has sha256 {actual}, but the catalogue "
-                f"entry {source.name!r} pins {source.sha256}. The download is corrupt or the repo was "
-                "changed; nothing was loaded and the cached copy was removed. Pull again; if it persists, "
-                "report it to the model's publisher."
-            )
-    mismatch = transport.content_address_mismatch(path)
-    if mismatch:
-        transport.evict(path)
-        raise WeightsError(
-            f"{source.repo_id}: {WEIGHTS_FILE} does not match its content address (expected {mismatch[0]}, "
-            f"got {mismatch[1]}). The download is corrupt; nothing was loaded and the cached copy was "
-            "removed. Pull again."
-        )
-
-
-def _pull_source(source: Source, revision: str | None, endpoint: str | None) -> PulledModel:
+def _pull_source(
+    source: Source, revision: str | None, endpoint: str | None, allow_unverified: bool | None = None
+) -> PulledModel:
     endpoint = transport.hub_endpoint(endpoint)
-    wanted = revision or source.revision
+    if not REPO_ID.match(source.repo_id or ""):
+        raise HubError(f"{source.repo_id!r} is not a repo id; use ORG/NAME, e.g. zoo-flows/glow-celeba-3x32")
+    wanted = transport.check_revision(revision or source.revision or "main", source.repo_id)
     offline = transport.offline_requested()
     unreachable = None if offline else transport.unreachable_reason(endpoint, transport.hub_timeout())
-    local_only = offline or unreachable is not None  # unreachable: fall back to the cache
-
-    def fetch(filename: str, rev: str | None) -> Path:
-        try:
-            return transport.download(source.repo_id, filename, revision=rev, endpoint=endpoint, local_only=local_only)
-        except Exception as exc:
-            if not transport.is_hub_failure(exc):
-                raise  # a bug, not a Hub failure: keep its traceback
-            raise transport.hub_error(
-                exc, repo_id=source.repo_id, revision=rev, endpoint=endpoint, filename=filename,
-                offline=offline, unreachable=unreachable,
-            ) from exc
-
-    config_path = fetch(CONFIG_FILE, wanted)
-    folder = config_path.parent
-    commit = folder.name if COMMIT.match(folder.name) else (wanted or "main")
-    weights = fetch(WEIGHTS_FILE, commit)  # the same commit as config.json, whatever main does meanwhile
-    _verify(weights, source, revision)
+    fetcher = download.Downloader(
+        source.repo_id,
+        endpoint=endpoint,
+        local_only=offline or unreachable is not None,  # unreachable: fall back to the cache
+        offline=offline,
+        unreachable=unreachable,
+        allow_unverified=transport.allow_unverified(allow_unverified),
+    )
+    # The catalogue's sha256 applies to its own pinned commit, not to another revision asked for.
+    pin = source.sha256 if source.sha256 and (revision is None or revision == source.revision) else None
+    config = fetcher.fetch(CONFIG_FILE, wanted)
+    commit = config.commit  # every other file from the same commit, whatever main does meanwhile
+    fetcher.fetch(WEIGHTS_FILE, commit, sha256=pin, pin_owner=f"the catalogue entry {source.name!r}")
     for name in OPTIONAL_FILES:
         try:
-            fetch(name, commit)
-        except HubError:
-            pass  # optional: a repo without a sample or card still loads
-    config = folder_config(folder)
-    check_plugins(config, f"{source.repo_id}@{commit}")
-    metrics_path = folder / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return PulledModel(source.repo_id, commit, folder, dict(config["recipe"]), metrics)
+            fetcher.fetch(name, commit)
+        except download.MissingFile:
+            pass  # optional: a repo without a sample or card still loads; any other refusal stands
+    unverified = fetcher.check_snapshot(commit, wanted)
+    folder = config.path.parent
+    config_data = folder_config(folder)
+    check_plugins(config_data, f"{source.repo_id}@{commit}")
+    return PulledModel(
+        source.repo_id, commit, folder, dict(config_data["recipe"]), _metrics(folder, source.repo_id, commit),
+        tuple(unverified),
+    )
 
 
-def pull(name_or_repo: str, *, revision: str | None = None, endpoint: str | None = None) -> PulledModel:
+def _metrics(folder: Path, repo_id: str, commit: str) -> dict[str, Any]:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        metrics = exc
+    if not isinstance(metrics, dict):
+        raise HubError(
+            f"{repo_id}@{commit}: metrics.json is not a JSON object ({metrics}); this repo was not pushed by "
+            "`zoo push`, or it was edited. Ask its publisher to re-push it."
+        )
+    return metrics
+
+
+def pull(
+    name_or_repo: str,
+    *,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    allow_unverified: bool | None = None,
+) -> PulledModel:
     """Download a named model or ``ORG/NAME`` into the Hugging Face cache, verified.
 
     ``revision`` overrides the catalogue's pinned commit (the catalogue's sha256 then no longer
     applies). Works offline from the cache with ``HF_HUB_OFFLINE=1`` or when the Hub is unreachable.
+    ``allow_unverified`` (default: ``ZOO_ALLOW_UNVERIFIED``) accepts files the Hub gives no
+    content hash for; their names are in ``PulledModel.unverified``.
     """
     source = resolve_source(name_or_repo)
     if source.kind == "run":
@@ -258,19 +278,28 @@ def pull(name_or_repo: str, *, revision: str | None = None, endpoint: str | None
             f"{name_or_repo}: a local run folder, nothing to pull; load it with "
             f"zoo.from_pretrained({str(name_or_repo)!r}) or `zoo sample {name_or_repo}`"
         )
-    return _pull_source(source, revision, endpoint)
+    return _pull_source(source, revision, endpoint, allow_unverified)
 
 
-def load_pretrained(spec: str | Path, *, revision: str | None = None, endpoint: str | None = None):
+def load_pretrained(
+    spec: str | Path,
+    *,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    allow_unverified: bool | None = None,
+):
     """``(recipe, model)`` of a run folder, a named model or ``ORG/NAME``, in eval mode."""
     source = resolve_source(spec)
-    folder = source.path if source.kind == "run" else _pull_source(source, revision, endpoint).folder
-    return load_model_folder(folder)
+    if source.kind == "run":
+        return load_model_folder(source.path)
+    return load_model_folder(_pull_source(source, revision, endpoint, allow_unverified).folder)
 
 
-def from_pretrained(name_or_repo_or_run_dir: str | Path, *, revision: str | None = None):
+def from_pretrained(
+    name_or_repo_or_run_dir: str | Path, *, revision: str | None = None, allow_unverified: bool | None = None
+):
     """The FlowModel (eval mode, weights loaded and checked) of a run folder, a named model or ``ORG/NAME``."""
-    return load_pretrained(name_or_repo_or_run_dir, revision=revision)[1]
+    return load_pretrained(name_or_repo_or_run_dir, revision=revision, allow_unverified=allow_unverified)[1]
 
 
 # --- catalogue ------------------------------------------------------------------------------------

@@ -1,15 +1,27 @@
-"""Talking to the Hub: endpoint, cache and timeouts read at call time, a bounded reachability probe,
-downloads through ``huggingface_hub``, content hashes, and its exceptions turned into ZooErrors.
+"""Talking to the Hub: settings read at call time, a bounded reachability probe, what zoo accepts
+from a Hub it does not control (revisions, commit ids, content addresses, sizes), content hashes,
+and failures turned into ZooErrors that name the repo, revision, file and fix.
 
 ``huggingface_hub`` reads ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_OFFLINE`` once, when it is
 imported; zoo reads them (and ``ZOO_HUB_ENDPOINT``) on every call and passes them explicitly, so a
 setting changed after import still applies.
+
+Settings for downloads (see ``zoo.hub._download``):
+
+=========================  ===================================================================
+ZOO_ALLOW_UNVERIFIED=1     accept files the Hub gives no content hash for (default: refuse them)
+ZOO_HUB_MAX_WEIGHTS        the largest model.safetensors zoo downloads (default 20GiB; 500MB,
+                           40GiB or a number of bytes); the other files have fixed caps
+ZOO_HUB_MIN_RATE           the slowest transfer zoo waits for (default 16KiB per second)
+ZOO_HUB_TRUSTED_HOSTS      host[:port],... a mirror may redirect downloads to (its own storage)
+=========================  ===================================================================
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,8 +32,17 @@ ENDPOINT_ENVS = ("ZOO_HUB_ENDPOINT", "HF_ENDPOINT")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_ENV = "ZOO_HUB_TIMEOUT"  # seconds to wait for a connection or a first answer
 DEFAULT_TIMEOUT = 10.0
+ALLOW_UNVERIFIED_ENV = "ZOO_ALLOW_UNVERIFIED"
+MAX_WEIGHTS_ENV = "ZOO_HUB_MAX_WEIGHTS"
+DEFAULT_MAX_WEIGHTS = 20 * 2**30
+MIN_RATE_ENV = "ZOO_HUB_MIN_RATE"
+DEFAULT_MIN_RATE = 16 * 2**10  # bytes per second
+TRUSTED_HOSTS_ENV = "ZOO_HUB_TRUSTED_HOSTS"
+SMALL_FILE_CAP = 8 * 2**20  # config.json, metrics.json, recipe.yaml, README.md: text that zoo parses
+FILE_CAPS = {"sample.png": 32 * 2**20}
 _PROXY_ENVS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
+UNVERIFIED_HINT = f"set {ALLOW_UNVERIFIED_ENV}=1 (or pass allow_unverified=True) to accept it unverified"
 
 
 # --- settings, read at call time ------------------------------------------------------------------
@@ -60,6 +81,57 @@ def offline_requested() -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on") or bool(constants.HF_HUB_OFFLINE)
 
 
+def allow_unverified(explicit: bool | None = None) -> bool:
+    """Whether files without a content hash may be accepted: the argument, else ZOO_ALLOW_UNVERIFIED."""
+    if explicit is not None:
+        return bool(explicit)
+    return os.environ.get(ALLOW_UNVERIFIED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, setting: str) -> int:
+    """Bytes of ``20GiB``, ``500MB``, ``16K`` or ``1000``: KB/MB/GB are powers of 1000, K/KiB... of 1024."""
+    match = _SIZE.match(text)
+    if not match or (match.group(3) and not match.group(2)):
+        raise HubError(f"{setting}={text!r} is not a size; use e.g. 20GiB, 500MB or a number of bytes")
+    number, prefix, binary, byte = match.groups()
+    power = "kmgt".index(prefix.lower()) + 1 if prefix else 0
+    base = 1000 if (byte and not binary and prefix) else 1024
+    return int(float(number) * base**power)
+
+
+def _size_setting(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return parse_size(value, name) if value else default
+
+
+def size_cap(filename: str) -> int:
+    """The largest ``filename`` zoo downloads: ZOO_HUB_MAX_WEIGHTS for the weights, else a fixed cap."""
+    if filename == "model.safetensors":
+        return _size_setting(MAX_WEIGHTS_ENV, DEFAULT_MAX_WEIGHTS)
+    return FILE_CAPS.get(filename, SMALL_FILE_CAP)
+
+
+def min_rate() -> int:
+    """The slowest transfer (bytes per second, after a grace of two timeouts) zoo waits for; 0: any."""
+    return _size_setting(MIN_RATE_ENV, DEFAULT_MIN_RATE)
+
+
+def trusted_hosts() -> frozenset[str]:
+    """``host`` and ``host:port`` entries of ZOO_HUB_TRUSTED_HOSTS, lower case."""
+    value = os.environ.get(TRUSTED_HOSTS_ENV, "")
+    return frozenset(h.strip().lower() for h in value.split(",") if h.strip())
+
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def write_token(explicit: str | None = None) -> str:
     """The token for writes: the argument, ``HF_TOKEN``, or the ``hf auth login`` token."""
     import huggingface_hub
@@ -90,28 +162,69 @@ def unreachable_reason(endpoint: str, timeout: float) -> str | None:
         return f"{type(exc).__name__}: {exc.strerror or exc}"
 
 
-# --- downloads ------------------------------------------------------------------------------------
+# --- what zoo accepts from a Hub it does not control -------------------------------------------
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+CONTENT_ADDRESS = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # git blob sha1, or sha256 (LFS)
+MAX_REVISION_BYTES = 255
+_REF_FORBIDDEN = set(" ~^:?*[\\\"<>|")  # git's, plus what a Windows file name cannot hold
 
 
-def download(repo_id: str, filename: str, *, revision: str | None, endpoint: str, local_only: bool) -> Path:
-    """One file of a repo into huggingface_hub's standard cache (its snapshot path)."""
-    from huggingface_hub import hf_hub_download
+def revision_problem(revision: str) -> str | None:
+    """Why ``revision`` is neither a 40-hex commit nor a branch/tag name by git's ref rules, or None.
 
-    import zoo
+    The name becomes a path in the cache (``refs/<revision>``) and a part of the URL, so anything
+    that could climb out of a folder (``..``, a leading ``/``) or confuse a command line (a
+    leading ``-``) is refused before any request is made.
+    """
+    if not isinstance(revision, str) or not revision:
+        return "it is empty"
+    if COMMIT.match(revision):
+        return None
+    if len(revision.encode("utf-8", "surrogatepass")) > MAX_REVISION_BYTES:
+        return f"it is longer than {MAX_REVISION_BYTES} bytes"
+    bad = sorted({c for c in revision if ord(c) < 0x20 or ord(c) == 0x7F or c in _REF_FORBIDDEN})
+    if bad:
+        return "it contains " + ", ".join(repr(c) for c in bad)
+    if ".." in revision:
+        return "it contains '..'"
+    if revision.startswith(("/", "-")):
+        return f"it starts with {revision[0]!r}"
+    if revision.endswith(("/", ".")) or "//" in revision or "@{" in revision or revision == "@":
+        return "git does not allow that name (a trailing '/' or '.', '//', '@{' or a lone '@')"
+    if any(part.startswith(".") or part.endswith(".lock") for part in revision.split("/")):
+        return "a part of it starts with '.' or ends with '.lock'"
+    return None
 
-    return Path(
-        hf_hub_download(
-            repo_id,
-            filename,
-            revision=revision,
-            endpoint=endpoint,
-            cache_dir=hub_cache_dir(),
-            local_files_only=local_only,
-            etag_timeout=hub_timeout(),
-            library_name="zoo",
-            library_version=zoo.__version__,
+
+def check_revision(revision: str, repo_id: str) -> str:
+    """``revision`` if it is a commit or a valid branch/tag name; else a HubError saying what to pass."""
+    problem = revision_problem(revision)
+    if problem:
+        raise HubError(
+            f"{repo_id}: refusing revision {revision!r} ({problem}). Pass a branch or tag name by git's rules "
+            "(no '..', no leading '/' or '-', no spaces or control characters, at most "
+            f"{MAX_REVISION_BYTES} bytes) or a 40-hex commit, e.g. {repo_id}@main."
         )
-    )
+    return revision
+
+
+def content_address(etag: str | None) -> str | None:
+    """The content hash an ETag names (lower-case hex of a git blob sha1 or a sha256), else None.
+
+    The Hub quotes it (``"<hex>"``) and a proxy may mark it weak (``W/"<hex>"``); anything else,
+    path parts included, names no hash and is never used as a file name.
+    """
+    if etag is None:
+        return None
+    text = etag.strip().removeprefix("W/")
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    text = text.lower()
+    return text if CONTENT_ADDRESS.match(text) else None
+
+
+# --- content hashes -------------------------------------------------------------------------------
 
 
 def sha256_of(path: Path) -> str:
@@ -132,36 +245,52 @@ def git_blob_sha1_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def content_address_mismatch(path: Path) -> tuple[str, str] | None:
-    """``(expected, actual)`` when a cached file's bytes differ from the ETag it is stored under.
-
-    The cache keeps each file as ``blobs/<etag>``: a sha256 for LFS files, a git blob sha1 for
-    regular ones. ``hf_hub_download`` only checks the size, so this re-hashes the content.
-    """
-    blob = path.resolve()
-    name = blob.name
-    if blob.parent.name != "blobs" or not all(c in "0123456789abcdef" for c in name):
-        return None  # not a content-addressed cache entry: nothing to compare with
-    if len(name) == 64:
-        actual = sha256_of(blob)
-    elif len(name) == 40:
-        actual = git_blob_sha1_of(blob)
-    else:
-        return None
-    return None if actual == name else (name, actual)
-
-
-def evict(path: Path) -> None:
-    """Remove a cached file (its blob and its snapshot link) so the next pull downloads it again."""
-    blob = path.resolve()
-    for target in {path, blob}:
-        try:
-            target.unlink()
-        except FileNotFoundError:
-            pass
+def hash_of(path: Path, address: str) -> str:
+    """The hash of ``path`` of the kind ``address`` is: git blob sha1 (40 hex) or sha256 (64 hex)."""
+    return git_blob_sha1_of(path) if len(address) == 40 else sha256_of(path)
 
 
 # --- errors ---------------------------------------------------------------------------------------
+
+
+def where(repo_id: str, revision: str | None, filename: str | None = None) -> str:
+    return f"{repo_id}@{revision or 'main'}" + (f": {filename}" if filename else "")
+
+
+def no_repo_message(repo_id: str, endpoint: str) -> str:
+    return (
+        f"{repo_id}: no such model repo on {endpoint} (or it is private and your token cannot "
+        f"read it). Check the name (`zoo list models` shows the named ones), or {LOGIN_HINT}."
+    )
+
+
+def no_revision_message(repo_id: str, revision: str | None, endpoint: str) -> str:
+    return (
+        f"{repo_id}: no revision {revision or 'main'!r} on {endpoint}. Pass an existing branch or commit "
+        "(`zoo pull ORG/NAME` takes main; `--revision` another)."
+    )
+
+
+def no_file_message(place: str) -> str:
+    return (
+        f"{place}: the repo has no such file. A zoo model repo holds config.json and "
+        "model.safetensors, as `zoo push RUN --repo-id ORG/NAME` writes them."
+    )
+
+
+def not_cached_message(place: str, endpoint: str, *, offline: bool, unreachable: str | None) -> str:
+    cache = hub_cache_dir()
+    if offline:
+        return (
+            f"{place}: not in the local cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading "
+            "it. Pull it once while online (`zoo pull ...`), or unset HF_HUB_OFFLINE."
+        )
+    reason = f" ({unreachable})" if unreachable else ""
+    return (
+        f"cannot reach the Hub at {endpoint}{reason}, and {place} is not in the local cache "
+        f"({cache}). Check your connection or ZOO_HUB_ENDPOINT; with HF_HUB_OFFLINE=1 zoo "
+        "uses cached models only."
+    )
 
 
 def hub_error(
@@ -177,51 +306,30 @@ def hub_error(
     """A ZooError for a Hub failure (see ``is_hub_failure``), naming the repo, revision, file and fix."""
     from huggingface_hub import errors as hf
 
-    rev = revision or "main"
-    where = f"{repo_id}@{rev}" + (f": {filename}" if filename else "")
+    place = where(repo_id, revision, filename)
     if isinstance(exc, hf.RevisionNotFoundError):
-        return HubError(
-            f"{repo_id}: no revision {rev!r} on {endpoint}. Pass an existing branch or commit "
-            "(`zoo pull ORG/NAME` takes main; `--revision` another)."
-        )
+        return HubError(no_revision_message(repo_id, revision, endpoint))
     if isinstance(exc, hf.RepositoryNotFoundError):  # also GatedRepoError
-        return HubError(
-            f"{repo_id}: no such model repo on {endpoint} (or it is private and your token cannot "
-            f"read it). Check the name (`zoo list models` shows the named ones), or {LOGIN_HINT}."
-        )
+        return HubError(no_repo_message(repo_id, endpoint))
     if isinstance(exc, hf.RemoteEntryNotFoundError):
-        return HubError(
-            f"{where}: the repo has no such file. A zoo model repo holds config.json and "
-            "model.safetensors, as `zoo push RUN --repo-id ORG/NAME` writes them."
-        )
+        return HubError(no_file_message(place))
     if isinstance(exc, (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled)):
-        cache = hub_cache_dir()
-        if offline:
-            return HubError(
-                f"{where}: not in the local cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading "
-                "it. Pull it once while online (`zoo pull ...`), or unset HF_HUB_OFFLINE."
-            )
-        reason = f" ({unreachable})" if unreachable else ""
-        return HubError(
-            f"cannot reach the Hub at {endpoint}{reason}, and {where} is not in the local cache "
-            f"({cache}). Check your connection or ZOO_HUB_ENDPOINT; with HF_HUB_OFFLINE=1 zoo "
-            "uses cached models only."
-        )
+        return HubError(not_cached_message(place, endpoint, offline=offline, unreachable=unreachable))
     if isinstance(exc, hf.HFValidationError):
         return HubError(f"{repo_id!r} is not a valid repo id ({exc}); use ORG/NAME, e.g. zoo-flows/glow-celeba-3x32")
     if isinstance(exc, hf.HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status in (401, 403):
             return HubError(
-                f"{where}: the Hub at {endpoint} refused the request ({status}): your token is missing "
+                f"{place}: the Hub at {endpoint} refused the request ({status}): your token is missing "
                 f"or cannot write to {repo_id}. {LOGIN_HINT} with a token that has write access."
             )
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return HubError(f"{where}: the Hub at {endpoint} answered an error ({first_line}). Try again later.")
+        return HubError(f"{place}: the Hub at {endpoint} answered an error ({first_line}). Try again later.")
     if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError)):
-        return HubError(f"{where}: could not write it to the cache {hub_cache_dir()} ({exc}); check that folder")
+        return HubError(f"{place}: could not write it to the cache {hub_cache_dir()} ({exc}); check that folder")
     return HubError(
-        f"cannot reach the Hub at {endpoint} for {where} ({type(exc).__name__}: {exc}). "
+        f"cannot reach the Hub at {endpoint} for {place} ({type(exc).__name__}: {exc}). "
         "Check your connection or ZOO_HUB_ENDPOINT."
     )
 
