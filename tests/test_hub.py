@@ -83,7 +83,10 @@ def variant_of(run: Path, folder: Path, seed: int) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=generator))
-    save_weights(model, folder / "model.safetensors", read_metadata(folder / "model.safetensors"))
+    digest = save_weights(model, folder / "model.safetensors", read_metadata(folder / "model.safetensors"))
+    info = json.loads((folder / "run.json").read_text())
+    info["weights_sha256"] = digest  # as a training run records its saves
+    (folder / "run.json").write_text(json.dumps(info))
     return folder
 
 
@@ -260,8 +263,19 @@ def test_weights_whose_shapes_differ_from_the_recipe_are_refused(run_dir):
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     recipe["model"]["layers"][1]["hidden"] = 16
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(WeightsError, match="the recipe was edited after training"):
+        hub.load_model_folder(run_dir)
+    # Had the run recorded this recipe, the weights themselves would refuse the other shapes.
+    info = json.loads((run_dir / "run.json").read_text())
+    info["recipe_sha256"] = zoo.load_recipe(run_dir / "recipe.yaml").sha256
+    (run_dir / "run.json").write_text(json.dumps(info))
+    with pytest.raises(WeightsError, match="trained from recipe"):
+        hub.load_model_folder(run_dir)
+    from zoo.weights import load_weights
+
+    other = zoo.build_model(zoo.load_recipe(run_dir / "recipe.yaml"))
     with pytest.raises(WeightsError, match=r"shapes differ for layers\.1\.\S+: file \(8, ?\d*.*\) vs model \(16"):
-        zoo.from_pretrained(str(run_dir))
+        load_weights(other, run_dir / "model.safetensors")
 
 
 def test_push_refuses_weights_from_another_recipe(hub_env, run_dir):

@@ -515,3 +515,14 @@ def test_a_push_to_a_branch_name_that_could_escape_is_refused(env, tmp_path):
     with pytest.raises(HubError, match=r"refusing revision '\.\./x'"):
         hub.push(tmp_path, REPO, revision="../x")
     assert env.requests == []
+
+
+def test_the_cli_refuses_an_unverifiable_file_and_accepts_it_with_the_flag(env, capsys):
+    from zoo.cli import main
+
+    env.misbehave(REPO, "config.json", headers={"ETag": '"not-a-hash"'})
+    assert main(["pull", REPO]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "cannot be verified" in err and "Traceback" not in err
+    assert main(["pull", REPO, "--allow-unverified"]) == 0
+    assert "accepted without a content hash (--allow-unverified): config.json" in capsys.readouterr().err

@@ -325,8 +325,11 @@ def cmd_score(args) -> int:
 def cmd_pull(args) -> int:
     from zoo import hub
 
-    pulled = hub.pull(args.name, revision=args.revision)
+    pulled = hub.pull(args.name, revision=args.revision, allow_unverified=args.allow_unverified or None)
     print(f"{pulled.repo_id}@{pulled.revision[:12] if pulled.revision else '?'}: files in {pulled.folder}")
+    if pulled.unverified:
+        print(f"warning: accepted without a content hash (--allow-unverified): {', '.join(pulled.unverified)}",
+              file=sys.stderr)
     for key, value in (pulled.metrics or {}).items():
         if isinstance(value, (int, float)) and value is not None:
             print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
@@ -469,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
                 ["zoo pull glow-celeba-3x32", "zoo pull you/realnvp-moons --revision main"])
     p.add_argument("name", metavar="NAME|ORG/REPO")
     p.add_argument("--revision")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="accept files the Hub gives no content hash for (default: refuse them; "
+                        "also ZOO_ALLOW_UNVERIFIED=1)")
 
     p = command("push", cmd_push, "publish a run folder to the Hub",
                 ["zoo push runs/realnvp_moons-20250101-120000 --repo-id you/realnvp-moons",
