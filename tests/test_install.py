@@ -13,7 +13,6 @@ are the package's own files, not copies that could drift.
 """
 
 import configparser
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -62,6 +62,14 @@ def test_top_level_recipes_and_schema_are_the_packages_files():
 # --- the wheel and a fresh environment (slow) -------------------------------------------------
 
 
+def has_distribution(name: str) -> bool:
+    try:
+        metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """A wheel of a copy of the tree (a build writes build/ and *.egg-info beside its sources, and
@@ -70,11 +78,13 @@ def wheel(tmp_path_factory) -> Path:
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCE, symlinks=True)
     out = work / "dist"
-    if importlib.util.find_spec("build") is not None:
+    # Asked by distribution, not by import: a build/ folder in the working directory is a
+    # namespace package named build.
+    if has_distribution("build"):
         command = [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(source)]
     else:
         command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(source)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (built,) = out.glob("zoo_flows-*.whl")
     return built
@@ -133,14 +143,14 @@ def link_dependencies(folder: Path) -> None:
 def installed(wheel, tmp_path_factory) -> Installed:
     work = tmp_path_factory.mktemp("installed")
     prefix = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], cwd=work, check=True, timeout=120)
     env = Installed(wheel, prefix, work / "elsewhere")
     env.elsewhere.mkdir()
     link_dependencies(work / "dependencies")
     (env.site_packages / "_zoo_test_dependencies.pth").write_text(f"{work / 'dependencies'}\n")
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(env.python), "install", "--no-index", str(wheel)],
-        capture_output=True, text=True, timeout=600,
+        cwd=work, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return env
