@@ -131,12 +131,14 @@ def link_dependencies(folder: Path) -> None:
     """Link every entry of the running environment's site-packages into ``folder``, except zoo's
     own (and any zoo plugin's) files, ``.pth`` files and editable-install hooks."""
     folder.mkdir()
-    outer = Path(sysconfig.get_paths()["purelib"])
-    for entry in outer.iterdir():
-        name = entry.name.lower()
-        if name.startswith(("zoo", "__editable__", "__pycache__")) or name.endswith((".pth", ".egg-link")):
-            continue
-        (folder / entry.name).symlink_to(entry)
+    paths = sysconfig.get_paths()
+    for outer in dict.fromkeys(Path(paths[key]) for key in ("purelib", "platlib")):
+        for entry in outer.iterdir():
+            name = entry.name.lower()
+            if name.startswith(("zoo", "__editable__", "__pycache__")) or name.endswith((".pth", ".egg-link")):
+                continue
+            if not (folder / entry.name).exists():
+                (folder / entry.name).symlink_to(entry)
 
 
 @pytest.fixture(scope="module")
