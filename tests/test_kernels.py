@@ -52,6 +52,7 @@ def nan_like(t):
     return torch.full_like(t, float("nan"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit_diagonal", [True, False])
 @pytest.mark.parametrize("batch,channels,height,width,k", SHAPES)
 def test_triton_twin_dense_agree(batch, channels, height, width, k, unit_diagonal):

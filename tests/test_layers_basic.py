@@ -65,6 +65,7 @@ def test_permute_is_a_buffer_and_seeded():
     assert torch.equal(a.inverse(a(x)[0]), x)
 
 
+@pytest.mark.slow
 def test_mnist_preamble_logdet_matches_the_snf_paper():
     """dequantize -> normalize(256) -> logit(1e-6) on real digits: about +272.7 nats per image
     (Keller et al., workshop paper App. A.3.1).

@@ -170,6 +170,7 @@ def _zoo(target: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_installed_third_party_plugin_is_discovered(installed_example):
     shown = _zoo(installed_example, "plugins")
     assert shown.returncode == 0, shown.stderr

@@ -54,6 +54,7 @@ def test_all_seed_experiments_have_recipes():
     assert expected <= set(RECIPES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_trains_on_a_tiny_budget(name, tmp_path, monkeypatch):
     recipe = zoo.load_recipe(ROOT / "recipes" / f"{name}.yaml")

@@ -266,8 +266,11 @@ class LearnableLeakyReLU(nn.Module):
 class SELU(nn.Module):
     """SELU y = lambda x (x > 0), lambda a (e^x - 1) (x <= 0) (Klambauer et al., arXiv 1706.02515).
 
-    ``logdet = sum log lambda`` over x > 0 plus ``sum (log(lambda a) + x)`` over x <= 0. Its
-    range is (-lambda a, inf) = (-1.7581, inf), so the inverse, ``x = y / lambda`` (y > 0) and
+    ``logdet = sum log lambda`` over x >= 0 plus ``sum (log(lambda a) + x)`` over x < 0. At
+    x = 0 SELU has no derivative (left slope lambda a = 1.7581, right slope lambda = 1.0507);
+    the layer takes the right-hand one, log lambda, there and its forward picks the x >= 0 branch,
+    so autograd through the layer agrees with its logdet on every torch version (torch's own
+    ``selu`` has answered either slope at 0, depending on the version). Its range is (-lambda a, inf) = (-1.7581, inf), so the inverse, ``x = y / lambda`` (y > 0) and
     ``log1p(y / (lambda a))`` (y <= 0), is defined only there: below it the inverse raises, and
     at exactly -lambda a (what x < -37 rounds to in float64) it returns -inf. Put selu where the
     layers after it cannot produce values <= -1.7581 on the way back (not last before a Gaussian
@@ -286,13 +289,15 @@ class SELU(nn.Module):
         self.out_shape = tuple(shape)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        positive = x > 0
+        # x = 0 takes the linear branch (the right-hand slope), so the gradient there never
+        # depends on how a torch version differentiates clamp at its bound.
+        linear = x >= 0
         # Clamp the unused branch: expm1 of a large x is inf, and where() would turn its zero
         # gradient into NaN.
         negative_branch = self.scale * self.alpha * torch.expm1(x.clamp(max=0))
-        y = torch.where(positive, self.scale * x, negative_branch)
+        y = torch.where(linear, self.scale * x, negative_branch)
         log_slope = torch.where(
-            positive,
+            linear,
             torch.full_like(x, math.log(self.scale)),
             math.log(self.scale * self.alpha) + x,
         )
