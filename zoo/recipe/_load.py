@@ -169,15 +169,17 @@ def _read_recipe_text(path: Path, shown: str, referrer: Mark | None) -> str:
     except (OSError, ValueError) as exc:  # permissions, a name too long, a NUL byte in the name
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise RecipeError(f"{where}{shown}: cannot read the recipe file ({reason}).") from None
-    with os.fdopen(fd, "rb") as stream:
+    try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise RecipeError(f"{where}{shown} is {_file_kind(mode)}, not a regular file; a recipe "
                               "must be a YAML file. Name a .yaml recipe file.")
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise RecipeError(f"{where}{shown}: cannot read the recipe file ({exc.strerror}).") from None
+    except OSError as exc:
+        raise RecipeError(f"{where}{shown}: cannot read the recipe file ({exc.strerror or exc}).") from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_FILE_BYTES:
         raise RecipeError(f"{where}{shown} is larger than {MAX_FILE_BYTES >> 20} MiB; a recipe is "
                           "a few KiB of YAML. Is this the right file?")
