@@ -34,10 +34,9 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
-
 from torch.overrides import TorchFunctionMode
 
 from zoo.errors import RecipeError, ZooError
@@ -229,7 +228,7 @@ class _MetaScalars(TorchFunctionMode):
     would never end: past ``MAX_ANSWERS`` the layer is given up as not countable."""
 
     MAX_ANSWERS = 1000
-    _SCALAR = {torch.Tensor.item: None, torch.Tensor.__bool__: True,
+    _SCALAR: ClassVar[dict] = {torch.Tensor.item: None, torch.Tensor.__bool__: True,
                torch.Tensor.__float__: 1.0, torch.Tensor.__int__: 1, torch.Tensor.__index__: 1}
 
     def __init__(self) -> None:
@@ -261,7 +260,7 @@ def _meta_layer(factory, shape: tuple, params: dict) -> Any:
         out_shape = tuple(int(size) for size in getattr(layer, "out_shape", shape))
     except (ZooError, ValueError):
         return _STOP
-    except Exception as exc:  # plugin code doing data-dependent work at construction: not countable
+    except Exception as exc:  # noqa: BLE001 - plugin code that cannot run on meta: not countable
         if "overflow" in str(exc).lower():  # "Storage size calculation overflowed": past 2**63 bytes
             return OVERFLOW_BYTES, shape
         return None

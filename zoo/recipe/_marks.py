@@ -17,6 +17,9 @@ Departures from plain ``safe_load``:
   the "billion laughs" of nested aliases is refused instead of expanded), at most ``MAX_DEPTH``
   levels of nesting, and every parse problem (control characters included) is a RecipeError
   at ``file:line:col``.
+
+libyaml (PyYAML's C parser) scans and parses when it is installed, PyYAML's Python parser
+otherwise; composing the nodes, where the limits are, is Python in both.
 """
 
 from __future__ import annotations
