@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from zoo.budget import check_budget
 from zoo.data import FlowDataset
 from zoo.errors import PluginError, ShapeError, ZooError
 from zoo.flow import FlowModel
@@ -141,6 +142,7 @@ def build_model(
     recipe, registry = as_recipe(recipe), registry or get_registry()
     if shape is None:
         shape, n_bits = data_shape(recipe, registry)
+    check_budget(recipe, shape, registry)  # before any layer allocates (estimated on `meta`)
     layers = build_layers(recipe, shape, registry)
     model = FlowModel(layers, shape, n_bits=n_bits)
     if model.latent_dim != math.prod(model.out_shape) + _factored_dims(model):

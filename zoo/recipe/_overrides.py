@@ -7,17 +7,26 @@
 - ``+key=value``: add a key the schema does not know (or append to a list at index ``len``).
 - ``~key``: delete a key (or a list item).
 
-Values are parsed as YAML (``train.betas=[0.9,0.99]``, ``loss={name: nll}``, ``x=null``).
+Values are parsed as YAML (``train.betas=[0.9,0.99]``, ``loss={name: nll}``, ``x=null``), with the
+recipe loader: YAML 1.2 floats (``train.lr=1e-3``) and the same limits on size and nesting as a file.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
-
 from zoo._suggest import did_you_mean
-from zoo.recipe._marks import COMMAND_LINE, Mark, Path, json_path, parse_value
+from zoo.recipe._marks import (
+    COMMAND_LINE,
+    MAX_DEPTH,
+    MAX_NODES,
+    Mark,
+    Path,
+    count_values,
+    depth_of,
+    json_path,
+    parse_value,
+)
 from zoo.errors import RecipeError
 
 # known_keys(data, parent_path) -> the keys the schema allows in the mapping at parent_path
@@ -39,6 +48,11 @@ def apply_overrides(
         keys = dotted.split(".")
         if any(k == "" for k in keys):
             raise RecipeError(f"override {text!r}: empty key segment in {dotted!r}")
+        if len(keys) + depth_of(value) > MAX_DEPTH:  # the recipe's own nesting is checked below
+            raise RecipeError(
+                f"override {_short(text)}: the key and its value nest more than {MAX_DEPTH} levels "
+                "deep; a recipe is limited to that. Use a shorter key path or a flatter value."
+            )
         if keys[0] == "extends":  # merged and removed before overrides apply
             raise RecipeError(
                 f"override {text!r}: `extends:` is resolved before overrides; edit the recipe file "
@@ -51,7 +65,17 @@ def apply_overrides(
             continue
         path = _assign(data, keys, value, op == "+", text, known_keys)
         set_paths[path] = mark
+    if overrides and (depth_of(data) > MAX_DEPTH or count_values(data) > MAX_NODES):
+        raise RecipeError(
+            f"the overrides make the recipe larger than its limits ({MAX_NODES:,} values, "
+            f"{MAX_DEPTH} levels of nesting); set fewer or smaller values on the command line"
+        )
     return data, set_paths
+
+
+def _short(text: str, limit: int = 60) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
 def _forget(marks: dict[Path, Mark], deleted: Path) -> None:
@@ -82,14 +106,7 @@ def _parse(text: str) -> tuple[str, str, Any]:
         )
     op = "+" if text.startswith("+") else ""
     dotted, _, raw = text[len(op):].partition("=")
-    try:
-        value = parse_value(raw)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(
-            f"override {text!r}: the value {raw!r} is not valid YAML ({problem}); quote it"
-        ) from None
-    return op, dotted.strip(), value
+    return op, dotted.strip(), parse_value(raw, f"override {_short(text)}")
 
 
 def _step(container: Any, key: str, path: Path, text: str) -> Any:
@@ -111,8 +128,13 @@ def _step(container: Any, key: str, path: Path, text: str) -> Any:
 
 
 def _index(key: str, container: list, path: Path, text: str) -> int:
-    if not key.isdigit():
+    if not (key.isascii() and key.isdigit()):  # str.isdigit() is also true of '²', which int() refuses
         raise RecipeError(f"override {text!r}: {json_path(path)} is a list; use an index, not {key!r}")
+    if len(key) > 12:  # no list is that long (and int() refuses 4,300 digits)
+        raise RecipeError(
+            f"override {_short(text)}: {json_path(path)} has {len(container)} items; "
+            f"index {_short(key, 30)} does not exist"
+        )
     return int(key)
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from zoo.errors import RecipeError
 from zoo.recipe import _validate as validation
-from zoo.recipe._marks import json_path
+from zoo.recipe._marks import json_path, recipe_resolvers
 from zoo.recipe._validate import LOADER_KEYS
 
 TOP_LEVEL_ORDER = (
@@ -126,7 +126,10 @@ def iter_layer_entries(
 
 
 class _RecipeDumper(yaml.SafeDumper):
-    """SafeDumper that writes inline mappings and lists in flow style (`{name: actnorm}`)."""
+    """SafeDumper that writes inline mappings and lists in flow style (`{name: actnorm}`), and
+    quotes strings the recipe loader would read as floats (`"1e-3"`)."""
+
+    yaml_implicit_resolvers = recipe_resolvers(timestamps=True)
 
 
 class _InlineMapping(dict):

@@ -7,6 +7,16 @@ parameters must satisfy the component's own ``params_schema``, with error paths 
 recipe (``$.model.layers[3].hidden``). Splitting the two keeps messages precise: a single schema
 with one ``oneOf`` branch per layer would report every branch that failed.
 
+Both stages also check what JSON Schema cannot say by itself:
+
+- no value is NaN or infinite unless the schema at its place says ``"allow_nonfinite": true``
+  (``train.lr=.nan`` would reach the optimizer; JSON Schema's comparisons are false for NaN, so
+  ``exclusiveMinimum: 0`` lets it through);
+- an integer component parameter larger than ``INT_PARAM_LIMIT`` (2**31) in magnitude is refused
+  unless the plugin's schema gives that parameter its own ``maximum`` (``minimum`` for negative
+  values): ``hidden: 1000000000000`` sizes an allocation before anything could measure it;
+- the layers, repeat blocks multiplied out, are at most ``MAX_LAYER_ENTRIES``.
+
 Every error becomes one ``Problem(path, message)``; ``format_problems`` places each at the mark of
 its path (or of the closest existing parent) and sorts them by file and line.
 """
@@ -16,6 +26,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any, Iterator, Mapping
@@ -32,6 +43,9 @@ LOADER_KEYS = ("batch_size", "eval_batch_size")  # dataset keys for the loaders,
 COMPONENT_KEYS = {kind.recipe_key: kind.name for kind in KINDS.values() if kind.recipe_key}
 BASE_PATH = ("model", "base")  # the base distribution, a component like the others
 LAYER_LISTS = ("preamble", "layers")  # keys of `model` that hold layer lists
+MAX_LAYER_ENTRIES = 100_000  # layers of one model, repeat blocks multiplied out
+INT_PARAM_LIMIT = 2**31  # default bound on integer component parameters (|value|)
+ALLOW_NONFINITE = "allow_nonfinite"  # schema keyword: NaN and infinity are allowed here
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,6 +81,30 @@ def layer_entries(layers: Any, path: Path, expand: bool) -> Iterator[tuple[Path,
                 yield from layer_entries(item.get("layers"), here + ("layers",), expand)
         else:
             yield here, item
+
+
+def expanded_layer_count(layers: Any) -> int:
+    """How many layer entries ``layers`` holds with its repeat blocks multiplied out, computed
+    without expanding them (``repeat: 10000`` of ``repeat: 10000`` is 10**8, counted at once)."""
+    if not isinstance(layers, list):
+        return 0
+    total = 0
+    for item in layers:
+        if isinstance(item, dict) and "repeat" in item:
+            copies = item.get("repeat")
+            copies = copies if isinstance(copies, int) and not isinstance(copies, bool) else 1
+            total += max(copies, 0) * expanded_layer_count(item.get("layers"))
+        else:
+            total += 1
+    return total
+
+
+def model_layer_count(data: Mapping) -> int:
+    """Layer entries of a recipe's model (preamble and layers), repeats multiplied out."""
+    model = data.get("model") if isinstance(data, Mapping) else None
+    if not isinstance(model, Mapping):
+        return 0
+    return sum(expanded_layer_count(model.get(key)) for key in LAYER_LISTS)
 
 
 def component_slots(data: Mapping) -> Iterator[tuple[str, Path, Any]]:
@@ -191,6 +229,92 @@ def skeleton_problems(data: Any) -> list[Problem]:
     problems: list[Problem] = []
     for error in _skeleton_validator().iter_errors(data):
         problems += _problems_of(error, (), "", None)
+    if isinstance(data, Mapping):
+        count = model_layer_count(data)
+        if count > MAX_LAYER_ENTRIES:
+            problems.append(Problem(("model", "layers"), (
+                f"the model has {count:,} layers once its repeat blocks are multiplied out; zoo "
+                f"builds at most {MAX_LAYER_ENTRIES:,}. Lower the `repeat:` counts"
+            )))
+        # component parameters are checked against their plugin's schema in stage 2
+        slots = {path for _, path, _ in component_slots(data)}
+        problems += _nonfinite_problems(data, static_schema(), "", skip=slots, known=problems)
+    return problems
+
+
+# --- what JSON Schema does not check --------------------------------------------------------------
+
+
+def _scalars(value: Any, path: Path = (), skip: set = frozenset()) -> Iterator[tuple[Path, Any]]:
+    """``(path, value)`` of every scalar below ``value``, without recursion (paths in ``skip``
+    and their subtrees left out)."""
+    stack = [(path, value)]
+    while stack:
+        here, item = stack.pop()
+        if here in skip:
+            continue
+        if isinstance(item, Mapping):
+            stack.extend((here + (key,), child) for key, child in reversed(list(item.items())))
+        elif isinstance(item, list):
+            stack.extend((here + (index,), child) for index, child in reversed(list(enumerate(item))))
+        else:
+            yield here, item
+
+
+def _schemas_at(schema: Mapping, path: Path) -> list[dict]:
+    try:
+        return _subschemas_at(dict(schema), path)
+    except (KeyError, TypeError, IndexError, AttributeError):  # a plugin's $ref to nowhere
+        return []
+
+
+def _nonfinite_problems(value: Any, schema: Mapping, owner: str, base: Path = (),
+                        skip: set = frozenset(), known: list[Problem] = ()) -> list[Problem]:
+    """NaN and infinities below ``value`` (at ``base`` in the recipe), unless the schema at their
+    place allows them. Places with a problem already (``inf is not of type 'integer'``) are left."""
+    reported = {p.path for p in known}
+    problems = []
+    for path, item in _scalars(value, (), {s[len(base):] for s in skip}):
+        if not isinstance(item, float) or math.isfinite(item) or base + path in reported:
+            continue
+        if any(sub.get(ALLOW_NONFINITE) is True for sub in _schemas_at(schema, path)):
+            continue
+        whose = f" ({owner})" if owner else ""
+        problems.append(Problem(base + path, (
+            f"{item} is not a finite number{whose}; NaN and infinity are not allowed here. "
+            "Write a finite value"
+        )))
+    return problems
+
+
+def _big_integer_problems(params: Mapping, schema: Mapping, owner: str, base: Path,
+                          known: list[Problem]) -> list[Problem]:
+    """Integer parameters past INT_PARAM_LIMIT whose schema sets no bound of its own."""
+    reported = {p.path for p in known}
+    problems = []
+    for path, item in _scalars(params):
+        if isinstance(item, bool) or base + path in reported:
+            continue
+        subs = _schemas_at(schema, path)
+        if isinstance(item, float):  # `hidden: 1e12` is an integer to JSON Schema
+            typed_int = any(sub.get("type") == "integer" or "integer" in (sub.get("type") or [])
+                            for sub in subs)
+            if not (typed_int and math.isfinite(item) and item.is_integer()):
+                continue
+        elif not isinstance(item, int):
+            continue
+        if item > INT_PARAM_LIMIT and not any("maximum" in s or "exclusiveMaximum" in s for s in subs):
+            bound = f"larger than {INT_PARAM_LIMIT:,} (2**31)"
+        elif item < -INT_PARAM_LIMIT and not any("minimum" in s or "exclusiveMinimum" in s for s in subs):
+            bound = f"smaller than -{INT_PARAM_LIMIT:,} (-2**31)"
+        else:
+            continue
+        shown = str(item) if isinstance(item, int) else f"{item:g}"
+        problems.append(Problem(base + path, (
+            f"{shown} is {bound}, zoo's limit for an integer parameter ({owner}) whose schema "
+            "sets no bound of its own; such a number sizes an allocation no machine can make. "
+            "Use a smaller value (a plugin that needs more gives the parameter a `maximum`)"
+        )))
     return problems
 
 
@@ -240,8 +364,12 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
             for key in LOADER_KEYS:
                 params.pop(key, None)  # checked by the skeleton
         owner = f"{KINDS[kind].singular} {name!r}"
+        found: list[Problem] = []
         for error in _params_validator(json.dumps(schema, sort_keys=True)).iter_errors(params):
-            problems += _problems_of(error, path, owner, None)
+            found += _problems_of(error, path, owner, None)
+        found += _nonfinite_problems(params, schema, owner, base=path, known=found)
+        found += _big_integer_problems(params, schema, owner, path, found)
+        problems += found
     return problems
 
 
