@@ -642,3 +642,16 @@ overrides = st.one_of(
 @given(source=st.sampled_from(SHIPPED), given_overrides=st.lists(overrides, max_size=3))
 def test_fuzz_overrides_of_shipped_recipes(fuzz_dir, source, given_overrides):
     _load_or_zoo_error(source, given_overrides)
+
+
+def test_zoo_run_refuses_a_batch_that_cannot_fit_before_making_a_run_folder(monkeypatch, tmp_path, capsys):
+    from zoo.cli import main
+
+    monkeypatch.delenv(budget.ALLOW_ENV, raising=False)
+    monkeypatch.setattr(budget, "available_memory", lambda device=None: 1 << 20)  # a 1 MiB machine
+    code = main(["run", "realnvp_moons", "dataset.batch_size=1000000", "dataset.n_train=64",
+                 "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "realnvp_moons.yaml" in err and "1000000 needs at least" in err and "ZOO_ALLOW_LARGE=1" in err
+    assert not (tmp_path / "run").exists()

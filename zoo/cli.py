@@ -228,6 +228,9 @@ def cmd_sample(args) -> int:
 
     check_sampling(args.n, args.temperature)
     recipe, model = load_model(args.source)
+    from zoo.budget import check_sample_count
+
+    check_sample_count(model, args.n, where=f"zoo sample {args.source}")
     torch.manual_seed(args.seed)
     out = Path(args.out) if args.out else _default_output(args.source, f"sample_t{args.temperature:g}.png")
     shape = tuple(model.shape)

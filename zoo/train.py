@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Subset
 import zoo
 from zoo import assemble, runs
 from zoo._atomic import write_json, write_text
+from zoo.budget import check_batch, large_allowed
 from zoo.data import FlowDataset, first_tensor
 from zoo.errors import TrainingError
 from zoo.flow import FlowModel
@@ -212,6 +213,9 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
     if dataset.notice:
         log(f"note: {dataset.notice}")
     model = assemble.build_model(recipe, shape=dataset.shape, n_bits=dataset.n_bits).to(device)
+    for batch, training in ((recipe.loader["batch_size"], True), (recipe.loader["eval_batch_size"], False)):
+        check_batch(model, batch, training=training, allow_large=large_allowed(recipe),
+                    where=f"{recipe.where}: $.dataset.batch_size")
     folder = runs.create_run_folder(recipe["name"], out, overwrite)
     write_text(folder / runs.RECIPE_FILE, recipe.to_yaml())
     info = {
