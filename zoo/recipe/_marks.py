@@ -37,7 +37,7 @@ from yaml.resolver import Resolver
 
 from zoo.errors import RecipeError
 
-Path = tuple  # a tuple of str keys and int indices, () for the document root
+KeyPath = tuple  # where a value is in a recipe: str keys and int indices, () is the root
 
 COMMAND_LINE = "<command line>"
 
@@ -267,7 +267,7 @@ def parse_value(text: str, context: str = COMMAND_LINE) -> Any:
     return data
 
 
-def load_marked(text: str, file: str) -> tuple[Any, dict[Path, Mark]]:
+def load_marked(text: str, file: str) -> tuple[Any, dict[KeyPath, Mark]]:
     """Parse one YAML document; return ``(data, source_map)``. Raises RecipeError on bad YAML."""
     try:
         return _load(text, file)
@@ -275,7 +275,7 @@ def load_marked(text: str, file: str) -> tuple[Any, dict[Path, Mark]]:
         raise syntax_error(exc, file, text) from None
 
 
-def _load(text: str, file: str) -> tuple[Any, dict[Path, Mark]]:
+def _load(text: str, file: str) -> tuple[Any, dict[KeyPath, Mark]]:
     loader = None
     try:
         loader = RecipeLoader(text)  # the reader checks for control characters here
@@ -283,7 +283,7 @@ def _load(text: str, file: str) -> tuple[Any, dict[Path, Mark]]:
         if node is None:
             return None, {}
         _bound_expansion(node, file)
-        marks: dict[Path, Mark] = {(): mark_of(node, file)}
+        marks: dict[KeyPath, Mark] = {(): mark_of(node, file)}
         _check_and_mark(loader, node, (), file, marks)
         data = loader.construct_document(node)
     finally:
@@ -361,7 +361,7 @@ def _unshared(value: Any) -> Any:
     return value
 
 
-def _check_and_mark(loader: yaml.SafeLoader, node: yaml.Node, path: Path, file: str, marks: dict) -> None:
+def _check_and_mark(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, file: str, marks: dict) -> None:
     """Record the mark of every value below ``node``; refuse duplicate keys (before YAML merge
     keys are flattened, so ``<<: *base`` followed by an explicit key is not a duplicate).
     The graph is acyclic and its expansion bounded (``_bound_expansion`` ran first)."""
@@ -392,7 +392,7 @@ def _check_and_mark(loader: yaml.SafeLoader, node: yaml.Node, path: Path, file: 
             _check_and_mark(loader, value_node, path + (key,), file, marks)
 
 
-def _check_json_data(value: Any, path: Path, marks: dict, file: str) -> None:
+def _check_json_data(value: Any, path: KeyPath, marks: dict, file: str) -> None:
     """Recipes are JSON data: refuse binary, sets and other YAML-only types."""
     if isinstance(value, dict):
         for key, item in value.items():
@@ -415,7 +415,7 @@ def check_plain_data(value: Any, origin: str) -> None:
     """Refuse a recipe given as Python data (a Hub config, an embedding caller's dict) that is
     past the limits or not JSON data, before anything recursive (a deep copy) touches it."""
     count = 0
-    stack: list[tuple[Any, Path]] = [(value, ())]
+    stack: list[tuple[Any, KeyPath]] = [(value, ())]
     while stack:
         item, path = stack.pop()
         count += 1
@@ -464,7 +464,7 @@ def count_values(value: Any) -> int:
     return count
 
 
-def closest_mark(marks: dict[Path, Mark], path: Path, default: str = "<recipe>") -> Mark:
+def closest_mark(marks: dict[KeyPath, Mark], path: KeyPath, default: str = "<recipe>") -> Mark:
     """The mark of ``path``, else of its closest existing ancestor."""
     for cut in range(len(path), -1, -1):
         mark = marks.get(tuple(path[:cut]))
@@ -476,7 +476,7 @@ def closest_mark(marks: dict[Path, Mark], path: Path, default: str = "<recipe>")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def json_path(path: Path) -> str:
+def json_path(path: KeyPath) -> str:
     """``("model", "layers", 1, "hidden")`` -> ``$.model.layers[1].hidden``."""
     parts = ["$"]
     for step in path:
@@ -489,7 +489,7 @@ def json_path(path: Path) -> str:
     return "".join(parts)
 
 
-def walk(value: Any, path: Path = ()) -> Iterator[Path]:
+def walk(value: Any, path: KeyPath = ()) -> Iterator[KeyPath]:
     """Every path in a JSON-like value, parents before children (the root included)."""
     yield path
     if isinstance(value, dict):

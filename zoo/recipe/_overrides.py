@@ -21,7 +21,7 @@ from zoo.recipe._marks import (
     MAX_DEPTH,
     MAX_NODES,
     Mark,
-    Path,
+    KeyPath,
     count_values,
     depth_of,
     json_path,
@@ -30,16 +30,16 @@ from zoo.recipe._marks import (
 from zoo.errors import RecipeError
 
 # known_keys(data, parent_path) -> the keys the schema allows in the mapping at parent_path
-KnownKeys = Callable[[Any, Path], set]
+KnownKeys = Callable[[Any, KeyPath], set]
 
 
 def apply_overrides(
-    data: dict, overrides: Sequence[str], known_keys: KnownKeys, file_marks: dict[Path, Mark]
-) -> tuple[dict, dict[Path, Mark]]:
+    data: dict, overrides: Sequence[str], known_keys: KnownKeys, file_marks: dict[KeyPath, Mark]
+) -> tuple[dict, dict[KeyPath, Mark]]:
     """Apply each override in order to ``data`` (modified in place); return it and the marks of
     the values that came from the command line, keyed by the path each override set.
     ``file_marks`` (the source map) is kept in step when a deletion shifts a list."""
-    set_paths: dict[Path, Mark] = {}
+    set_paths: dict[KeyPath, Mark] = {}
     for index, text in enumerate(overrides):
         mark = Mark(COMMAND_LINE, index + 1, 1, note=text)
         op, dotted, value = _parse(text)
@@ -78,7 +78,7 @@ def _short(text: str, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
-def _forget(marks: dict[Path, Mark], deleted: Path) -> None:
+def _forget(marks: dict[KeyPath, Mark], deleted: KeyPath) -> None:
     """Drop the marks below a deleted path; after a deleted list item, move the marks of the
     items that follow it down by one index, as the items themselves moved."""
     parent, last = deleted[:-1], deleted[-1]
@@ -109,7 +109,7 @@ def _parse(text: str) -> tuple[str, str, Any]:
     return op, dotted.strip(), parse_value(raw, f"override {_short(text)}")
 
 
-def _step(container: Any, key: str, path: Path, text: str) -> Any:
+def _step(container: Any, key: str, path: KeyPath, text: str) -> Any:
     """The child of ``container`` at ``key`` (an index for lists), or a RecipeError."""
     if isinstance(container, list):
         index = _index(key, container, path, text)
@@ -127,7 +127,7 @@ def _step(container: Any, key: str, path: Path, text: str) -> Any:
     )
 
 
-def _index(key: str, container: list, path: Path, text: str) -> int:
+def _index(key: str, container: list, path: KeyPath, text: str) -> int:
     if not (key.isascii() and key.isdigit()):  # str.isdigit() is also true of '²', which int() refuses
         raise RecipeError(f"override {text!r}: {json_path(path)} is a list; use an index, not {key!r}")
     if len(key) > 12:  # no list is that long (and int() refuses 4,300 digits)
@@ -142,9 +142,9 @@ def _kind(value: Any) -> str:
     return "null" if value is None else f"a {type(value).__name__}"
 
 
-def _assign(data: dict, keys: list[str], value: Any, add: bool, text: str, known_keys: KnownKeys) -> Path:
+def _assign(data: dict, keys: list[str], value: Any, add: bool, text: str, known_keys: KnownKeys) -> KeyPath:
     container: Any = data
-    path: Path = ()
+    path: KeyPath = ()
     for depth, key in enumerate(keys):
         last = depth == len(keys) - 1
         if isinstance(container, list):
@@ -180,7 +180,7 @@ def _assign(data: dict, keys: list[str], value: Any, add: bool, text: str, known
     raise AssertionError("unreachable")
 
 
-def _as_mapping(data: dict, path: Path, text: str, known_keys: KnownKeys, key: str) -> dict:
+def _as_mapping(data: dict, path: KeyPath, text: str, known_keys: KnownKeys, key: str) -> dict:
     """A component given by name (``loss: nll``) becomes ``{name: nll}`` so a parameter can be
     set on it; anything else that is not a mapping cannot take a key."""
     parent = data
@@ -196,7 +196,7 @@ def _as_mapping(data: dict, path: Path, text: str, known_keys: KnownKeys, key: s
     )
 
 
-def _missing_key_message(text: str, container: Mapping, key: str, path: Path, data: dict, known_keys) -> str:
+def _missing_key_message(text: str, container: Mapping, key: str, path: KeyPath, data: dict, known_keys) -> str:
     candidates = sorted(set(container) | known_keys(data, path))
     hint = did_you_mean(key, candidates, cutoff=0.5)
     where = json_path(path) if path else "the recipe's top level"
@@ -207,9 +207,9 @@ def _missing_key_message(text: str, container: Mapping, key: str, path: Path, da
     )
 
 
-def _delete(data: dict, keys: list[str], text: str) -> Path:
+def _delete(data: dict, keys: list[str], text: str) -> KeyPath:
     container: Any = data
-    path: Path = ()
+    path: KeyPath = ()
     for depth, key in enumerate(keys):
         step = _step(container, key, path, text)
         if isinstance(container, dict) and step not in container:

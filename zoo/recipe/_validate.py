@@ -34,7 +34,7 @@ from typing import Any, Iterator, Mapping
 from jsonschema import Draft202012Validator
 
 from zoo._suggest import did_you_mean
-from zoo.recipe._marks import Mark, Path, closest_mark, json_path
+from zoo.recipe._marks import Mark, KeyPath, closest_mark, json_path
 from zoo.registry import KINDS, Registry, unknown_name_message
 
 SCHEMA_FILE = FilePath(__file__).resolve().parent / "recipe.schema.json"
@@ -60,7 +60,7 @@ def static_schema() -> dict:
 
 @dataclass(frozen=True)
 class Problem:
-    path: Path
+    path: KeyPath
     message: str
     plugin: bool = False  # caused by a broken plugin, not by the recipe
 
@@ -68,7 +68,7 @@ class Problem:
 # --- walking the layers ---------------------------------------------------------------------------
 
 
-def layer_entries(layers: Any, path: Path, expand: bool) -> Iterator[tuple[Path, Any]]:
+def layer_entries(layers: Any, path: KeyPath, expand: bool) -> Iterator[tuple[KeyPath, Any]]:
     """``(path, entry)`` of every layer entry (not repeat blocks) below a layer list, in model
     order. With ``expand`` a block's entries come once per copy; without, once."""
     if not isinstance(layers, list):
@@ -107,7 +107,7 @@ def model_layer_count(data: Mapping) -> int:
     return sum(expanded_layer_count(model.get(key)) for key in LAYER_LISTS)
 
 
-def component_slots(data: Mapping) -> Iterator[tuple[str, Path, Any]]:
+def component_slots(data: Mapping) -> Iterator[tuple[str, KeyPath, Any]]:
     """``(kind, path, entry)`` for every component the recipe names, each entry once."""
     for key, kind in COMPONENT_KEYS.items():
         if key in data:
@@ -132,7 +132,7 @@ def _component_name(entry: Any) -> str | None:
 # --- which keys may a mapping have (for overrides) ------------------------------------------------
 
 
-def known_keys(data: Mapping, path: Path, registry: Registry) -> set[str]:
+def known_keys(data: Mapping, path: KeyPath, registry: Registry) -> set[str]:
     """The keys the schema allows in the mapping at ``path`` (which may not exist yet)."""
     value = _value_at(data, path)
     kind = _slot_kind(data, path)
@@ -152,7 +152,7 @@ def known_keys(data: Mapping, path: Path, registry: Registry) -> set[str]:
     return keys
 
 
-def _value_at(data: Any, path: Path) -> Any:
+def _value_at(data: Any, path: KeyPath) -> Any:
     for step in path:
         try:
             data = data[step]
@@ -161,7 +161,7 @@ def _value_at(data: Any, path: Path) -> Any:
     return data
 
 
-def _in_layer_list(path: Path) -> bool:
+def _in_layer_list(path: KeyPath) -> bool:
     """Is ``path`` an item of a layer list (``model.layers[i]``, ``...layers[i].layers[j]``)?"""
     if len(path) < 3 or path[0] != "model" or path[1] not in LAYER_LISTS:
         return False
@@ -171,7 +171,7 @@ def _in_layer_list(path: Path) -> bool:
     )
 
 
-def _slot_kind(data: Mapping, path: Path) -> str | None:
+def _slot_kind(data: Mapping, path: KeyPath) -> str | None:
     if len(path) == 1 and path[0] in COMPONENT_KEYS:
         return COMPONENT_KEYS[path[0]]
     if tuple(path) == BASE_PATH:
@@ -183,7 +183,7 @@ def _slot_kind(data: Mapping, path: Path) -> str | None:
     return None
 
 
-def _subschemas_at(schema: dict, path: Path) -> list[dict]:
+def _subschemas_at(schema: dict, path: KeyPath) -> list[dict]:
     """The subschemas that apply at ``path`` (following $ref, if/then/else, allOf)."""
     current = _expand(schema, schema)
     for step in path:
@@ -245,7 +245,7 @@ def skeleton_problems(data: Any) -> list[Problem]:
 # --- what JSON Schema does not check --------------------------------------------------------------
 
 
-def _scalars(value: Any, path: Path = (), skip: set = frozenset()) -> Iterator[tuple[Path, Any]]:
+def _scalars(value: Any, path: KeyPath = (), skip: set = frozenset()) -> Iterator[tuple[KeyPath, Any]]:
     """``(path, value)`` of every scalar below ``value``, without recursion (paths in ``skip``
     and their subtrees left out)."""
     stack = [(path, value)]
@@ -261,14 +261,14 @@ def _scalars(value: Any, path: Path = (), skip: set = frozenset()) -> Iterator[t
             yield here, item
 
 
-def _schemas_at(schema: Mapping, path: Path) -> list[dict]:
+def _schemas_at(schema: Mapping, path: KeyPath) -> list[dict]:
     try:
         return _subschemas_at(dict(schema), path)
     except (KeyError, TypeError, IndexError, AttributeError):  # a plugin's $ref to nowhere
         return []
 
 
-def _nonfinite_problems(value: Any, schema: Mapping, owner: str, base: Path = (),
+def _nonfinite_problems(value: Any, schema: Mapping, owner: str, base: KeyPath = (),
                         skip: set = frozenset(), known: list[Problem] = ()) -> list[Problem]:
     """NaN and infinities below ``value`` (at ``base`` in the recipe), unless the schema at their
     place allows them. Places with a problem already (``inf is not of type 'integer'``) are left."""
@@ -287,7 +287,7 @@ def _nonfinite_problems(value: Any, schema: Mapping, owner: str, base: Path = ()
     return problems
 
 
-def _big_integer_problems(params: Mapping, schema: Mapping, owner: str, base: Path,
+def _big_integer_problems(params: Mapping, schema: Mapping, owner: str, base: KeyPath,
                           known: list[Problem]) -> list[Problem]:
     """Integer parameters past INT_PARAM_LIMIT whose schema sets no bound of its own."""
     reported = {p.path for p in known}
@@ -318,7 +318,7 @@ def _big_integer_problems(params: Mapping, schema: Mapping, owner: str, base: Pa
     return problems
 
 
-def _problems_of(error, base: Path, owner: str, allowed_hint: list[str] | None) -> list[Problem]:
+def _problems_of(error, base: KeyPath, owner: str, allowed_hint: list[str] | None) -> list[Problem]:
     """One jsonschema error as Problems at recipe paths (one per unknown key)."""
     path = base + tuple(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -378,7 +378,7 @@ def _params_validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
 
 
-def format_problems(problems: list[Problem], source_map: Mapping[Path, Mark], origin: str) -> list[str]:
+def format_problems(problems: list[Problem], source_map: Mapping[KeyPath, Mark], origin: str) -> list[str]:
     """``file:line:col  $.path: message`` lines, sorted by file then line, duplicates dropped."""
     placed = {}
     for problem in problems:
