@@ -209,6 +209,21 @@ def test_samples_picture_puts_data_beside_samples():
     assert not_paper(data_panel).sum() > 300 and not_paper(sample_panel).sum() > 300
 
 
+def test_samples_that_cannot_be_drawn_are_counted_not_drawn():
+    rng = np.random.default_rng(2)
+    samples = rng.standard_normal((200, 2))
+    samples[:30] = np.nan
+    samples[30:40] = 1e30  # far outside; must not wrap around when cast to pixels
+    data = rng.standard_normal((400, 2))
+    clean, picture = samples_picture(samples[40:], data), samples_picture(samples, data)
+    figure = Figure(2)
+    x, y = figure.panel_origin(1)
+    corner = (slice(y + PANEL - 22, y + PANEL - 2), slice(x + 2, x + 200))  # the note
+    assert not_paper(picture[corner]).sum() > 40 + not_paper(clean[corner]).sum()
+    rest = (slice(y, y + PANEL - 24), slice(x, x + PANEL))
+    assert np.array_equal(picture[rest], clean[rest])  # the drawable samples, drawn the same
+
+
 # --- ticks -------------------------------------------------------------------------------------
 
 

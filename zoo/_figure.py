@@ -114,12 +114,16 @@ def scatter(background: np.ndarray, points_px: np.ndarray, color: tuple[int, int
 
     Each dot covers a disc with opacity ``alpha``; where k dots overlap the coverage is
     1 - (1 - alpha)^k, so crowded places read darker, as with translucent markers. Drawn on a
-    raster ``supersample`` times finer, then averaged down.
+    raster ``supersample`` times finer, then averaged down. Points off the raster, and
+    non-finite ones, are not drawn.
     """
     h, w = background.shape[:2]
     s = supersample
     hits = np.zeros((h * s, w * s), dtype=np.float64)
-    centres = np.floor(np.asarray(points_px, dtype=np.float64) * s).astype(np.int64)
+    points_px = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
+    limit = np.array([w, h]) + radius + 1
+    near = np.all(np.isfinite(points_px) & (points_px > -radius - 1) & (points_px < limit), axis=1)
+    centres = np.floor(points_px[near] * s).astype(np.int64)
     r = radius * s
     span = np.arange(-math.ceil(r), math.ceil(r) + 1)
     dy, dx = np.meshgrid(span, span, indexing="ij")
@@ -197,6 +201,11 @@ class Figure:
         if index == 0 and ylabel:
             label = _rotated_text(ylabel, self.LABEL)
             self.image.paste(label, (8, int(y + side / 2 - label.height / 2)), label)
+
+    def note(self, index: int, text: str) -> None:
+        """A short grey remark in the lower left corner inside panel ``index``."""
+        x, y = self.panel_origin(index)
+        self._text((x + 6, y + self.side - 6), text, self.TICK, anchor="ld", fill=FRAME_INK)
 
     def colorbar(self, low: float, high: float, label: str) -> None:
         """A vertical bar of ``colormap`` for log10 values ``low`` .. ``high``, with ticks at the

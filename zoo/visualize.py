@@ -30,7 +30,7 @@ DATA_INK = (33, 78, 153)  # the data's dots: blue
 SAMPLE_INK = (213, 94, 0)  # the model's samples: vermilion (tells apart from blue also in colour blindness)
 CLASS_INKS = [DATA_INK, SAMPLE_INK, (0, 140, 100), (200, 60, 140), (120, 100, 20), (90, 90, 90)]
 MAX_POINTS = 2000  # data points drawn: enough to show the shape, few enough to stay light
-DECADES = 4.0  # the colour bar spans the top DECADES powers of ten of the density
+DECADES = 3.0  # the colour bar spans the top DECADES powers of ten of the density
 GRID_SEPARATOR = 128  # mid-grey: visible between black (MNIST) and white tiles alike
 
 
@@ -133,7 +133,7 @@ def density_picture(model: FlowModel, data: np.ndarray | None = None,
     figure = Figure(len(panels), colorbar=True, title=_title(title, nll, epoch))
     for index, (subtitle, raster) in enumerate(panels):
         if subtitle == "data":
-            subtitle = f"data ({len(data):,} training points)"
+            subtitle = f"data ({len(data):,} points)"
         figure.panel(index, raster, frame, subtitle)
     figure.colorbar(top - decades, top, "density p(x), log scale")
     return figure.to_array()
@@ -150,12 +150,15 @@ def samples_picture(samples: np.ndarray, data: np.ndarray | None = None, *,
     samples = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
     data = None if data is None else np.asarray(data, dtype=np.float64).reshape(-1, 2)
     frame = frame or Frame.around(data if data is not None else samples)
-    panels = [] if data is None else [(f"data ({len(data):,} training points)", _data_raster(data, frame))]
+    panels = [] if data is None else [(f"data ({len(data):,} points)", _data_raster(data, frame))]
     at = "" if temperature is None else f", temperature {temperature:g}"
     panels.append((f"model samples ({len(samples):,}{at})", _dots(samples, frame, SAMPLE_INK)))
     figure = Figure(len(panels), title=title)
     for index, (subtitle, raster) in enumerate(panels):
         figure.panel(index, raster, frame, subtitle)
+    hidden = _hidden(samples, frame)
+    if hidden:
+        figure.note(len(panels) - 1, hidden)
     return figure.to_array()
 
 
@@ -219,6 +222,16 @@ def _data_raster(data: np.ndarray, frame: Frame, labels: Sequence[int] | None = 
         raster = scatter(raster, frame.to_pixels(chosen, PANEL), CLASS_INKS[k % len(CLASS_INKS)],
                          radius=1.2, alpha=0.5)
     return raster
+
+
+def _hidden(points: np.ndarray, frame: Frame) -> str:
+    """What a panel cannot show: "12 not finite, 30 outside the window", or ""."""
+    finite = np.isfinite(points).all(axis=1)
+    x, y = points[finite].T
+    outside = int(np.sum((x < frame.x0) | (x > frame.x1) | (y < frame.y0) | (y > frame.y1)))
+    parts = [f"{len(points) - int(finite.sum()):,} not finite"] if not finite.all() else []
+    parts += [f"{outside:,} outside the window"] if outside else []
+    return ", ".join(parts)
 
 
 def _title(name: str | None, nll: float | None, epoch: int | None) -> str | None:
