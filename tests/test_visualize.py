@@ -66,6 +66,11 @@ def components(mask):
     return sorted(sizes, reverse=True)
 
 
+def layout(n_panels, points, **kwargs):
+    """The Figure geometry the plotting functions use for a window fitted to ``points``."""
+    return Figure(n_panels, Frame.around(points), **kwargs)
+
+
 def panel_of(picture, figure, index):
     x, y = figure.panel_origin(index)
     return picture[y : y + PANEL, x : x + PANEL]
@@ -101,7 +106,7 @@ def test_two_mode_density_shows_two_separate_bright_regions(mixture_data):
 
 def test_density_figure_layout_axes_colour_bar_and_title(mixture_data):
     picture = density_picture(TwoGaussians(), mixture_data, title="mix", nll=1.234, epoch=7)
-    figure = Figure(2, colorbar=True, title="mix")
+    figure = layout(2, mixture_data, colorbar=True, title="mix")
     assert picture.shape == (figure.image.height, figure.image.width, 3)
     heat, _ = density_raster(TwoGaussians(), Frame.around(mixture_data))
     assert np.array_equal(panel_of(picture, figure, 1), heat)  # the heat map, unscaled, in place
@@ -118,9 +123,19 @@ def test_density_figure_layout_axes_colour_bar_and_title(mixture_data):
     assert untitled.shape[0] < picture.shape[0]
 
 
+def test_left_margin_makes_room_for_wide_tick_labels():
+    narrow = layout(1, np.random.default_rng(0).standard_normal((100, 2)))
+    wide = layout(1, 1000 * np.random.default_rng(0).standard_normal((100, 2)))  # "-2000" ...
+    assert wide.left > narrow.left
+    picture = samples_picture(np.zeros((1, 2)), 1000 * np.random.default_rng(0).standard_normal((100, 2)))
+    column_ink = not_paper(picture[wide.top : wide.top + PANEL, : wide.left - 8]).any(0)
+    gaps = np.diff(np.flatnonzero(column_ink))
+    assert (gaps > 4).any()  # the y label and the tick labels do not run into each other
+
+
 def test_data_panel_shows_the_points_inside_the_frame(mixture_data):
     picture = density_picture(TwoGaussians(), mixture_data)
-    figure = Figure(2, colorbar=True)
+    figure = layout(2, mixture_data, colorbar=True)
     data_panel = not_paper(panel_of(picture, figure, 0))
     pixels = Frame.around(mixture_data).to_pixels(mixture_data, PANEL).astype(int)
     inside = np.all((pixels >= 0) & (pixels < PANEL), axis=1)
@@ -144,8 +159,9 @@ def test_frame_is_square_fits_the_data_and_ignores_a_far_outlier():
 
 
 def test_density_plot_of_a_flow_model_without_data():
+    torch.manual_seed(0)
     picture = density_picture(flow_2d())  # as `zoo sample` calls it: the frame from samples
-    figure = Figure(1, colorbar=True)
+    figure = layout(1, np.random.default_rng(0).standard_normal((2000, 2)), colorbar=True)  # x = z
     assert picture.shape == (figure.image.height, figure.image.width, 3)
     heat = panel_of(picture, figure, 0).astype(float).sum(-1)
     centre, corner = heat[PANEL // 2 - 5 : PANEL // 2 + 5].mean(), heat[:10, :10].mean()
@@ -155,19 +171,19 @@ def test_density_plot_of_a_flow_model_without_data():
 def test_save_samples_writes_the_2d_density_plot_with_the_data(tmp_path):
     model = flow_2d()
     model.train()
-    path = save_samples(model, tmp_path, "final", {}, toy.moons(n_train=500, n_val=2, n_test=2),
-                        title="tiny2d", nll=1.5, epoch=3)
+    moons = toy.moons(n_train=500, n_val=2, n_test=2)
+    path = save_samples(model, tmp_path, "final", {}, moons, title="tiny2d", nll=1.5, epoch=3)
     assert path == tmp_path / "samples" / "final_density.png" and model.training
     with Image.open(path) as image:
-        assert image.size == Figure(2, colorbar=True, title="t").image.size
+        assert image.size == layout(2, data_points(moons), colorbar=True, title="t").image.size
 
 
 # --- samples plot ------------------------------------------------------------------------------
 
 
-def sample_pixels(path, with_data=True):
+def sample_pixels(path, window_points, with_data=True):
     picture = np.asarray(Image.open(path).convert("RGB"))
-    figure = Figure(2 if with_data else 1)
+    figure = layout(2 if with_data else 1, window_points)
     panel = panel_of(picture, figure, 1 if with_data else 0).astype(int)
     # vermilion-ish: red well above blue
     return np.argwhere((panel[..., 0] - panel[..., 2] > 60) & (panel[..., 0] > 150))
@@ -183,7 +199,7 @@ def test_samples_plot_honours_n_and_temperature(tmp_path, monkeypatch):
     spread = {}
     for t in (1.0, 0.3):
         path = save_2d_samples(model, tmp_path / f"t{t}.png", 3000, t, data=data, title="tiny2d")
-        spread[t] = sample_pixels(path).std(0).mean()
+        spread[t] = sample_pixels(path, data).std(0).mean()
     assert calls == [(3000, 1.0), (3000, 0.3)]
     # x = z here, so the points' spread scales with T; the dots' own size and their overlap in the
     # crowded middle make the drawn spread shrink a little less than 0.3
@@ -192,7 +208,7 @@ def test_samples_plot_honours_n_and_temperature(tmp_path, monkeypatch):
 
 def test_temperature_zero_draws_every_sample_at_the_mode(tmp_path):
     path = save_2d_samples(flow_2d(), tmp_path / "t0.png", 500, 0.0, data=None)
-    pixels = sample_pixels(path, with_data=False)
+    pixels = sample_pixels(path, np.zeros((1, 2)), with_data=False)
     assert 0 < len(pixels) < 40  # one dot
     assert np.ptp(pixels, axis=0).max() <= 5
     centre = pixels.mean(0)  # z = 0 -> x = 0: the middle of the unit window around it
@@ -201,8 +217,9 @@ def test_temperature_zero_draws_every_sample_at_the_mode(tmp_path):
 
 def test_samples_picture_puts_data_beside_samples():
     rng = np.random.default_rng(1)
-    picture = samples_picture(rng.standard_normal((300, 2)), rng.standard_normal((400, 2)), temperature=1)
-    figure = Figure(2)
+    data = rng.standard_normal((400, 2))
+    picture = samples_picture(rng.standard_normal((300, 2)), data, temperature=1)
+    figure = layout(2, data)
     data_panel, sample_panel = panel_of(picture, figure, 0), panel_of(picture, figure, 1)
     reddish = lambda p: p[..., 0].astype(int) - p[..., 2] > 60  # noqa: E731  (vermilion, not blue)
     assert not reddish(data_panel).any() and reddish(sample_panel).sum() > 300
@@ -216,7 +233,7 @@ def test_samples_that_cannot_be_drawn_are_counted_not_drawn():
     samples[30:40] = 1e30  # far outside; must not wrap around when cast to pixels
     data = rng.standard_normal((400, 2))
     clean, picture = samples_picture(samples[40:], data), samples_picture(samples, data)
-    figure = Figure(2)
+    figure = layout(2, data)
     x, y = figure.panel_origin(1)
     corner = (slice(y + PANEL - 22, y + PANEL - 2), slice(x + 2, x + 200))  # the note
     assert not_paper(picture[corner]).sum() > 40 + not_paper(clean[corner]).sum()

@@ -148,18 +148,21 @@ def _rotated_text(text: str, size: int, fill=INK) -> Image.Image:
 
 
 class Figure:
-    """Square panels in one row, an optional colour bar at the right and a title on top.
+    """Square panels in one row sharing one ``frame``, an optional colour bar, a title on top.
 
-    ``Figure(n_panels, colorbar=True, title="...")``, then ``panel(i, raster, frame, ...)`` for
+    ``Figure(n_panels, frame, colorbar=True, title="...")``, then ``panel(i, raster, ...)`` for
     each panel and ``colorbar(...)``; ``image`` is the finished picture.
     """
 
     TICK, LABEL, SUBTITLE, TITLE = 12, 13, 13, 15  # font sizes
 
-    def __init__(self, n_panels: int, colorbar: bool = False, title: str | None = None,
-                 panel: int = PANEL):
-        self.n, self.side = n_panels, panel
-        self.left, self.gap, self.bottom = 66, 24, 50
+    def __init__(self, n_panels: int, frame: Frame, colorbar: bool = False,
+                 title: str | None = None, panel: int = PANEL):
+        self.n, self.frame, self.side = n_panels, frame, panel
+        ticks, step = nice_ticks(frame.y0, frame.y1)
+        widest = max(text_size(tick_label(v, step), self.TICK)[0] for v in ticks)
+        self.left = max(66, 8 + 16 + 10 + widest + 8)  # y label, gap, tick labels, tick marks
+        self.gap, self.bottom = 24, 50
         self.top = (34 if title else 10) + 24  # title line, then the panels' subtitles
         self.bar_gap, self.bar_width = 16, 14
         right = self.bar_gap + self.bar_width + 78 if colorbar else 18
@@ -175,12 +178,13 @@ class Figure:
     def panel_origin(self, index: int) -> tuple[int, int]:
         return self.left + index * (self.side + self.gap), self.top
 
-    def panel(self, index: int, raster: np.ndarray, frame: Frame, subtitle: str = "",
-              xlabel: str = "x1", ylabel: str | None = "x2") -> None:
+    def panel(self, index: int, raster: np.ndarray, subtitle: str = "", xlabel: str = "x1",
+              ylabel: str | None = "x2") -> None:
         """Paste an (side, side, 3) raster as panel ``index``, framed, with ticks and labels.
 
         y tick labels and ``ylabel`` are drawn on the first panel only (the panels share axes).
         """
+        frame = self.frame
         x, y, side = *self.panel_origin(index), self.side
         self.image.paste(Image.fromarray(raster), (x, y))
         self.draw.rectangle([x - 1, y - 1, x + side, y + side], outline=FRAME_INK, width=1)

@@ -130,11 +130,11 @@ def density_picture(model: FlowModel, data: np.ndarray | None = None,
 
     panels = [] if data is None else [("data", _data_raster(data, frame, labels))]
     panels.append(("model density", heat))
-    figure = Figure(len(panels), colorbar=True, title=_title(title, nll, epoch))
+    figure = Figure(len(panels), frame, colorbar=True, title=_title(title, nll, epoch))
     for index, (subtitle, raster) in enumerate(panels):
         if subtitle == "data":
             subtitle = f"data ({len(data):,} points)"
-        figure.panel(index, raster, frame, subtitle)
+        figure.panel(index, raster, subtitle)
     figure.colorbar(top - decades, top, "density p(x), log scale")
     return figure.to_array()
 
@@ -153,9 +153,9 @@ def samples_picture(samples: np.ndarray, data: np.ndarray | None = None, *,
     panels = [] if data is None else [(f"data ({len(data):,} points)", _data_raster(data, frame))]
     at = "" if temperature is None else f", temperature {temperature:g}"
     panels.append((f"model samples ({len(samples):,}{at})", _dots(samples, frame, SAMPLE_INK)))
-    figure = Figure(len(panels), title=title)
+    figure = Figure(len(panels), frame, title=title)
     for index, (subtitle, raster) in enumerate(panels):
-        figure.panel(index, raster, frame, subtitle)
+        figure.panel(index, raster, subtitle)
     hidden = _hidden(samples, frame)
     if hidden:
         figure.note(len(panels) - 1, hidden)
