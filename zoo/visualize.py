@@ -128,12 +128,10 @@ def density_picture(model: FlowModel, data: np.ndarray | None = None,
         frame = Frame.around(data if data is not None else _model_samples(model, MAX_POINTS, 1.0))
     heat, top = density_raster(model, frame, decades)
 
-    panels = [] if data is None else [("data", _data_raster(data, frame, labels))]
+    panels = [] if data is None else [(f"data ({len(data):,} points)", _data_raster(data, frame, labels))]
     panels.append(("model density", heat))
     figure = Figure(len(panels), frame, colorbar=True, title=_title(title, nll, epoch))
     for index, (subtitle, raster) in enumerate(panels):
-        if subtitle == "data":
-            subtitle = f"data ({len(data):,} points)"
         figure.panel(index, raster, subtitle)
     figure.colorbar(top - decades, top, "density p(x), log scale")
     return figure.to_array()
