@@ -245,7 +245,7 @@ def cmd_sample(args) -> int:
             samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
         save_png(image_grid(samples, model.n_bits), out)
     elif shape == (2,):
-        _save_2d_samples(model, out, args, title=f"{recipe['name']}: {args.n} samples, T={args.temperature:g}")
+        _save_2d_samples(model, recipe, out, args, title=f"{recipe['name']}: {args.n} samples, T={args.temperature:g}")
     else:
         with torch.no_grad():
             samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
@@ -256,37 +256,17 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _save_2d_samples(model, out: Path, args, title: str) -> None:
-    """A scatter of ``args.n`` samples: zoo.visualize's when it has one, else a plain one here."""
-    import torch
+def _save_2d_samples(model, recipe, out: Path, args, title: str) -> None:
+    """``args.n`` samples beside the training data (when the data can be built here)."""
+    from zoo import assemble
+    from zoo.visualize import data_points, save_2d_samples
 
-    from zoo import visualize
-
-    drawer = getattr(visualize, "save_2d_samples", None)
-    if drawer is not None:
-        drawer(model, out, n=args.n, temperature=args.temperature, title=title)
-        return
-    with torch.no_grad():
-        points = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
-    visualize.save_png(scatter_picture(points), out)
-
-
-def scatter_picture(points, bound: float = 4.0, pixels: int = 400):
-    """Points as yellow 2x2 dots on dark blue over [-bound, bound]^2 (the density plot's square);
-    points outside it are left out."""
-    import numpy as np
-
-    xy = np.nan_to_num(points.detach().cpu().double().numpy(), nan=np.inf)
-    scale = (pixels - 2) / (2 * bound)
-    inside = (np.abs(xy) < bound).all(axis=1)
-    cols = ((xy[inside, 0] + bound) * scale).astype(int)
-    rows = ((bound - xy[inside, 1]) * scale).astype(int)  # row 0 at the top: y = +bound
-    picture = np.empty((pixels, pixels, 3), dtype=np.uint8)
-    picture[:] = (20, 20, 60)
-    for dr in (0, 1):
-        for dc in (0, 1):
-            picture[rows + dr, cols + dc] = (250, 230, 80)
-    return picture
+    try:
+        data = data_points(assemble.build_dataset(recipe))
+    except ZooError:  # e.g. a pulled model whose data files are not on this machine
+        data = None
+    save_2d_samples(model, out, args.n, args.temperature, data=data, title=title,
+                    exact_inverse=args.exact_inverse)
 
 
 def _default_output(source: str, filename: str) -> Path:

@@ -325,7 +325,8 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
     load_weights(model, state.folder / WEIGHTS_FILE)
     test = evaluate(model, test_loader, state.device)
     sample_started = time.perf_counter()
-    save_samples(model, state.folder, "final", train_cfg, state.dataset)
+    save_samples(model, state.folder, "final", train_cfg, state.dataset,
+                 title=recipe["name"], nll=test["nll"], epoch=state.best_epoch)
     n_samples = int(train_cfg.get("n_samples", 64))
     metrics = {
         "test_nll": test["nll"],

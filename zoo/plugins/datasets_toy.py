@@ -4,7 +4,9 @@ Every split is an independent draw: split k (train 0, val 1, test 2) uses a nump
 ``RandomState`` seeded by ``SeedSequence([seed, k])``, so the splits never share points, the same
 ``seed`` always gives the same data, and different seeds give unrelated streams. The 2-D
 densities follow the definitions used by FFJORD (Grathwohl et al., arXiv 1810.01367) and BNAF
-(De Cao et al., arXiv 1904.04676); ``moons`` and ``circles`` are scikit-learn's.
+(De Cao et al., arXiv 1904.04676); ``moons`` and ``circles`` follow scikit-learn's
+``make_moons`` / ``make_circles`` and, drawn from the same split stream, give the same points
+(written in numpy here: importing scikit-learn costs about a second on every run).
 """
 
 from __future__ import annotations
@@ -43,16 +45,41 @@ def draw_splits(name: str, sample: Sampler, sizes: tuple[int, int, int], noise: 
                        info={"seed": seed, "sizes": dict(zip(SPLITS, sizes))})
 
 
+def _two_arcs(outer: np.ndarray, inner: np.ndarray, noise: float,
+              rng: np.random.RandomState) -> np.ndarray:
+    """Stack the outer-arc and inner-arc points, shuffle, add N(0, noise^2) noise.
+
+    The order of the draws is scikit-learn's (a shuffle of the indices, then the noise), so a
+    ``RandomState`` gives the points ``make_moons`` / ``make_circles`` give with it.
+    """
+    points = np.concatenate([outer, inner])
+    order = np.arange(len(points))
+    rng.shuffle(order)
+    return points[order] + rng.normal(scale=noise, size=points.shape)
+
+
+def _arc_counts(n: int) -> tuple[int, int]:
+    """n // 2 points on the outer arc, the rest (one more when n is odd) on the inner."""
+    return n // 2, n - n // 2
+
+
 def _moons(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
-    from sklearn.datasets import make_moons
+    # outer: (cos t, sin t); inner: (1 - cos t, 1/2 - sin t); t evenly spaced on [0, pi]
+    n_outer, n_inner = _arc_counts(n)
+    t_outer, t_inner = np.linspace(0, math.pi, n_outer), np.linspace(0, math.pi, n_inner)
+    outer = np.stack([np.cos(t_outer), np.sin(t_outer)], axis=1)
+    inner = np.stack([1 - np.cos(t_inner), 1 - np.sin(t_inner) - 0.5], axis=1)
+    return _two_arcs(outer, inner, noise, rng)
 
-    return make_moons(n, noise=noise, random_state=rng)[0]
 
-
-def _circles(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
-    from sklearn.datasets import make_circles
-
-    return make_circles(n, noise=noise, factor=0.5, random_state=rng)[0]
+def _circles(n: int, noise: float, rng: np.random.RandomState, factor: float = 0.5) -> np.ndarray:
+    # radius 1 and ``factor``; t evenly spaced on [0, 2 pi), the end left out so no point repeats
+    n_outer, n_inner = _arc_counts(n)
+    t_outer = np.linspace(0, 2 * math.pi, n_outer, endpoint=False)
+    t_inner = np.linspace(0, 2 * math.pi, n_inner, endpoint=False)
+    outer = np.stack([np.cos(t_outer), np.sin(t_outer)], axis=1)
+    inner = factor * np.stack([np.cos(t_inner), np.sin(t_inner)], axis=1)
+    return _two_arcs(outer, inner, noise, rng)
 
 
 def _eight_gaussians(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
@@ -79,20 +106,24 @@ def _two_spirals(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray
 
 def moons(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.05,
           seed: int = 0) -> FlowDataset:
-    """Two interleaving half circles (scikit-learn make_moons), 2-D; SNF's toy density.
+    """Two interleaving half circles (scikit-learn's make_moons), 2-D; SNF's toy density.
 
-    SNF's ``toydensity`` experiment trains on ``make_moons(5000, noise=0.05)``, the defaults here.
-    Points lie in about [-1, 2] x [-0.5, 1] plus Gaussian noise of std ``noise``. Splits: three
-    independent draws of ``n_train``, ``n_val`` and ``n_test`` points (see the module docstring).
+    Upper moon ``(cos t, sin t)``, lower moon ``(1 - cos t, 1/2 - sin t)``, t evenly spaced on
+    [0, pi]; ``n // 2`` points on the upper moon and the rest on the lower; shuffled, plus
+    Gaussian noise of std ``noise``. Points lie in about [-1, 2] x [-0.5, 1]. SNF's
+    ``toydensity`` experiment trains on ``make_moons(5000, noise=0.05)``, the defaults here.
+    Splits: three independent draws of ``n_train``, ``n_val`` and ``n_test`` points (see the
+    module docstring).
     """
     return draw_splits("moons", _moons, (n_train, n_val, n_test), noise, seed)
 
 
 def circles(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.05,
             seed: int = 0) -> FlowDataset:
-    """Two concentric circles of radius 1 and 0.5 (scikit-learn make_circles), 2-D.
+    """Two concentric circles of radius 1 and 0.5 (scikit-learn's make_circles, factor 0.5), 2-D.
 
-    Gaussian noise of std ``noise``. Splits: three independent draws of ``n_train``, ``n_val``
+    ``n // 2`` points on the outer circle and the rest on the inner, evenly spaced in angle;
+    shuffled, plus Gaussian noise of std ``noise``. Splits: three independent draws of ``n_train``, ``n_val``
     and ``n_test`` points.
     """
     return draw_splits("circles", _circles, (n_train, n_val, n_test), noise, seed)
