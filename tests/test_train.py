@@ -152,3 +152,17 @@ def test_logged_validation_nll_is_that_of_the_saved_model(tmp_path):
 
     _, val, _ = make_loaders(build_dataset(recipe), recipe, seed=0)
     assert evaluate(model, val, torch.device("cpu"))["nll"] == pytest.approx(last["val_nll"], rel=1e-5)
+
+
+def test_threads_auto_is_one_for_a_small_model_and_a_number_is_kept(tmp_path):
+    from zoo.train import pick_threads
+
+    small = zoo.build_model(tiny_recipe())
+    assert pick_threads("auto", small) == 1
+    assert pick_threads(3, small) == 3
+    big = torch.nn.Linear(1100, 1000)  # 1.1M parameters
+    assert pick_threads("auto", big) >= 1
+    before = torch.get_num_threads()
+    result = zoo.run(tiny_recipe(epochs=1, threads=2), out=tmp_path / "run", progress=False, log=lambda *_: None)
+    assert json.loads((result.folder / "run.json").read_text())["threads"] == 2
+    assert torch.get_num_threads() == before  # the caller's setting is restored

@@ -54,6 +54,23 @@ def pick_device(setting: str = "auto") -> torch.device:
     return torch.device(setting)
 
 
+SMALL_MODEL = 1_000_000  # parameters; below it one thread is faster (measured in the README)
+
+
+def pick_threads(setting: int | str, model: torch.nn.Module) -> int:
+    """The CPU threads for a run: ``setting`` itself, or for ``auto`` one thread for a small
+    model (its operations are too short to split: on 2 cores the second thread made the README's
+    first run 8x slower, not faster) and every core this process may use otherwise."""
+    if setting != "auto":
+        return int(setting)
+    if sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
+        return 1
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
 def make_loaders(dataset: FlowDataset, recipe: Recipe, seed: int):
     batch, eval_batch = recipe.loader["batch_size"], recipe.loader["eval_batch_size"]
     cap = recipe.train.get("max_eval_examples")
@@ -191,18 +208,22 @@ def run(
         recipe = load_recipe(recipe)
     if out is not None:
         runs.check_output_folder(out, overwrite)  # before anything is built
-    state = start(recipe, out, overwrite, log)
-    train_loader, val_loader, test_loader = make_loaders(state.dataset, recipe, int(recipe.train["seed"]))
+    threads = torch.get_num_threads()  # the run picks its own (train.threads); a caller's stays
     try:
-        fit(state, train_loader, val_loader, progress, log)
-    except KeyboardInterrupt:
-        state.set_status("interrupted", ended=_now())
-        log(f"interrupted: {state.saved_so_far()}")
-        raise
-    except BaseException:
-        state.set_status("failed", ended=_now())
-        raise
-    return finish(state, test_loader, log)
+        state = start(recipe, out, overwrite, log)
+        train_loader, val_loader, test_loader = make_loaders(state.dataset, recipe, int(recipe.train["seed"]))
+        try:
+            fit(state, train_loader, val_loader, progress, log)
+        except KeyboardInterrupt:
+            state.set_status("interrupted", ended=_now())
+            log(f"interrupted: {state.saved_so_far()}")
+            raise
+        except BaseException:
+            state.set_status("failed", ended=_now())
+            raise
+        return finish(state, test_loader, log)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
@@ -216,6 +237,10 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
     for batch, training in ((recipe.loader["batch_size"], True), (recipe.loader["eval_batch_size"], False)):
         check_batch(model, batch, training=training, allow_large=large_allowed(recipe),
                     where=f"{recipe.where}: $.dataset.batch_size")
+    threads = None
+    if device.type == "cpu":
+        threads = pick_threads(recipe.train.get("threads", "auto"), model)
+        torch.set_num_threads(threads)
     folder = runs.create_run_folder(recipe["name"], out, overwrite)
     write_text(folder / runs.RECIPE_FILE, recipe.to_yaml())
     info = {
@@ -224,6 +249,7 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
         "input_shape": list(dataset.shape),
         "n_bits": dataset.n_bits,
         "device": str(device),
+        "threads": threads,
         "started": _now(),
         "plugins": plugins_used(recipe),
         "status": "running",
