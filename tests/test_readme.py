@@ -16,7 +16,7 @@ def setup_commands():
 def test_exactly_two_setup_commands():
     commands = setup_commands()
     assert len(commands) == 2, commands
-    assert "zoo run recipes/toydensity.yaml" in commands[0]
+    assert "zoo run realnvp_moons" in commands[0] and "pip install torch==2.13.0 . " in commands[0]
     assert "pytest" in commands[1]
 
 
