@@ -1,7 +1,7 @@
 """The training loop: one place for every recipe.
 
-``run(recipe)`` trains with Adam (linear warm-up per batch, optional per-epoch decay, gradient
-clipping), evaluates the exact log-likelihood on the validation split every ``eval_every``
+``run(recipe)`` trains with Adam (linear warm-up per batch, optional per-epoch decay, an
+optional plateau schedule on the training loss, gradient clipping), evaluates the exact log-likelihood on the validation split every ``eval_every``
 epochs, keeps the best model as ``model.safetensors``, and reports test metrics of that best
 model. What the run folder holds, and how it is read back, is ``zoo.runs``'s business.
 
@@ -68,13 +68,66 @@ def make_loaders(dataset: FlowDataset, recipe: Recipe, seed: int):
 
 
 def learning_rate(train: Mapping[str, Any], epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
-    """Linear warm-up per batch over ``warmup_epochs``, then ``lr * lr_decay**epoch``."""
+    """Linear warm-up per batch over ``warmup_epochs``, then ``lr * lr_decay**epoch``
+    (a ``train.lr_schedule`` multiplies this by its own factor: ``lr_schedule``)."""
     lr = float(train["lr"]) * float(train.get("lr_decay", 1.0)) ** epoch
     warmup_steps = float(train.get("warmup_epochs", 0)) * steps_per_epoch
     step = epoch * steps_per_epoch + step_in_epoch + 1
     if warmup_steps > 0 and step < warmup_steps:
         lr *= step / warmup_steps
     return lr
+
+
+class NoSchedule:
+    """No ``train.lr_schedule``: the learning rate is ``learning_rate``'s."""
+
+    scale = 1.0
+
+    def observe(self, loss: float) -> None:
+        pass
+
+
+class PlateauSchedule:
+    """Reduce the learning rate when the training loss stops improving (``lr_schedule: plateau``).
+
+    PyTorch's ``ReduceLROnPlateau`` (mode ``min``, relative threshold), stepped on the training
+    loss after every optimizer step, as the BNAF seed steps it (kamenbliznashki ``bnaf.py``:
+    ``scheduler.step(loss)`` each step). A step improves when ``loss < best * (1 - threshold)``;
+    after more than ``patience`` steps in a row without improvement, ``scale *= factor`` (never
+    below ``min_lr / lr``), and the next ``cooldown`` steps do not count. The learning rate of a
+    step is ``learning_rate(...) * scale``, so the schedule composes with warm-up and
+    ``lr_decay`` by multiplication.
+    """
+
+    def __init__(self, lr: float, factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
+                 cooldown: int = 0, min_lr: float = 0.0, name: str = "plateau"):
+        self.lr, self.factor, self.patience = float(lr), float(factor), int(patience)
+        self.threshold, self.cooldown, self.min_lr = float(threshold), int(cooldown), float(min_lr)
+        self.scale, self.best, self.bad_steps, self.cooling = 1.0, math.inf, 0, 0
+        self.reductions = 0
+
+    def observe(self, loss: float) -> None:
+        if loss < self.best * (1.0 - self.threshold):
+            self.best, self.bad_steps = loss, 0
+        else:
+            self.bad_steps += 1
+        if self.cooling > 0:
+            self.cooling -= 1
+            self.bad_steps = 0
+        if self.bad_steps > self.patience:
+            reduced = max(self.scale * self.factor, self.min_lr / self.lr)
+            if (self.scale - reduced) * self.lr > 1e-8:  # ReduceLROnPlateau's eps
+                self.scale = reduced
+                self.reductions += 1
+            self.cooling, self.bad_steps = self.cooldown, 0
+
+
+def lr_schedule(train: Mapping[str, Any]) -> NoSchedule | PlateauSchedule:
+    """The schedule ``train.lr_schedule`` names (absent or null: none)."""
+    settings = train.get("lr_schedule")
+    if not settings:
+        return NoSchedule()
+    return PlateauSchedule(float(train["lr"]), **settings)  # the schema admits plateau only
 
 
 @torch.no_grad()
@@ -239,6 +292,7 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
     mode.prepare(model)
     loss_fn = assemble.build_loss(state.recipe)
     optimizer = assemble.build_optimizer(model, train_cfg)
+    schedule = lr_schedule(train_cfg)
     max_steps = train_cfg.get("max_steps_per_epoch")
     steps = min(len(train_loader), max_steps) if max_steps else len(train_loader)
     epochs = int(train_cfg["epochs"])
@@ -247,10 +301,11 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
         model.train()
         for epoch in range(epochs):
             bar.epoch(epoch)
-            train_loss = train_epoch(state, train_loader, steps, epoch, mode, loss_fn, optimizer, bar)
+            train_loss = train_epoch(state, train_loader, steps, epoch, mode, loss_fn, optimizer,
+                                     schedule, bar)
             last = epoch + 1 == epochs
             if (epoch + 1) % int(train_cfg.get("eval_every", 1)) == 0 or last:
-                validate(state, val_loader, epoch, train_loss, log)
+                validate(state, val_loader, epoch, train_loss, optimizer.param_groups[0]["lr"], log)
             every = train_cfg.get("sample_every")
             if every and (epoch + 1) % int(every) == 0 and not last:
                 save_samples(model, state.folder, f"epoch{epoch + 1:04d}", train_cfg, state.dataset)
@@ -259,7 +314,7 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
 
 
 def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mode, loss_fn,
-                optimizer, bar: Progress) -> float:
+                optimizer, schedule, bar: Progress) -> float:
     """One epoch of steps; the mean training loss over its examples."""
     train_cfg, model = state.recipe.train, state.model
     clip = train_cfg.get("grad_clip_norm")
@@ -269,7 +324,7 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
             break
         x = first_tensor(item).to(state.device)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(train_cfg, epoch, step, steps)
+            group["lr"] = learning_rate(train_cfg, epoch, step, steps) * schedule.scale
         started = time.perf_counter()
         loss, _logs = mode.loss(model, x, loss_fn)
         if not torch.isfinite(loss):
@@ -291,13 +346,14 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
         if state.device.type == "cuda":
             torch.cuda.synchronize()
         state.batch_times.append(time.perf_counter() - started)
+        schedule.observe(loss.item())
         total += loss.item() * x.shape[0]
         seen += x.shape[0]
         bar.update(loss=loss.item())
     return total / max(seen, 1)
 
 
-def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float, log) -> None:
+def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float, lr: float, log) -> None:
     """Validation NLL; a better model is saved (and run.json records its sha256)."""
     val = evaluate(state.model, loader, state.device)
     improved = val["nll"] < state.best_nll
@@ -305,7 +361,7 @@ def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float,
         state.best_nll, state.best_epoch = val["nll"], epoch + 1
         state.save_model()
     record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nll": val["nll"],
-              "val_bpd": val["bpd"], "time": time.time(), "best": improved}
+              "val_bpd": val["bpd"], "lr": lr, "time": time.time(), "best": improved}
     append_jsonl(state.folder / "metrics.jsonl", record)
     bits = f" ({val['bpd']:.4f} bits/dim)" if state.dataset.is_image else ""
     log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, val NLL {val['nll']:.4f} nats{bits}"
