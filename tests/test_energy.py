@@ -146,7 +146,10 @@ def test_placeholder_splits_only_size_the_steps():
 
 
 def test_the_run_draws_the_target_beside_the_learned_q(tmp_path):
-    result = zoo.run(energy_recipe(steps=20), out=tmp_path / "run", progress=False, log=lambda *_: None)
+    result = zoo.run(energy_recipe(steps=10, epochs=2, sample_every=1), out=tmp_path / "run",
+                     progress=False, log=lambda *_: None)
+    assert sorted(p.name for p in (result.folder / "samples").iterdir()) == ["epoch0001_target.png",
+                                                                            "final_target.png"]
     picture = np.asarray(Image.open(result.folder / "samples" / "final_target.png").convert("RGB"))
     pixels = 200
     assert picture.shape == (TITLE_HEIGHT + pixels + MARGIN, MARGIN + 2 * (pixels + MARGIN), 3)

@@ -144,7 +144,7 @@ def lr_schedule(train: Mapping[str, Any]) -> NoSchedule | PlateauSchedule:
 @torch.no_grad()
 def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
     """Exact mean NLL (nats) over a split, and bits/dim; layers run their exact (eval) paths."""
-    if _is_placeholders(loader.dataset):
+    if _is_placeholders(getattr(loader, "dataset", None)):
         raise RecipeError(
             "this model fits an energy target, which has no data to score: its free energy and "
             "KL estimates are in the run folder's metrics.json (test_free_energy, test_kl)"
@@ -411,10 +411,11 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
         if state.device.type == "cuda":
             torch.cuda.synchronize()
         state.batch_times.append(time.perf_counter() - started)
-        schedule.observe(loss.item())
-        total += loss.item() * x.shape[0]
+        value = loss.item()
+        schedule.observe(value)
+        total += value * x.shape[0]
         seen += x.shape[0]
-        bar.update(loss=loss.item())
+        bar.update(loss=value)
     return total / max(seen, 1)
 
 
