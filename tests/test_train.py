@@ -8,7 +8,7 @@ import torch
 
 import zoo
 from zoo.errors import ShapeError, TrainingError, WeightsError
-from zoo.train import learning_rate, load_run
+from zoo.train import PlateauSchedule, learning_rate, load_run, lr_schedule
 
 MOONS = {
     "name": "tiny_moons",
@@ -81,6 +81,62 @@ def test_warmup_is_linear_per_batch_then_decays():
     assert learning_rate(train, 0, 0, 10) == pytest.approx(1 / 20 * 1.0)
     assert learning_rate(train, 0, 9, 10) == pytest.approx(10 / 20)
     assert learning_rate(train, 3, 0, 10) == pytest.approx(0.5**3)
+
+
+def test_plateau_halves_the_lr_after_patience_steps_without_improvement():
+    schedule = PlateauSchedule(lr=0.1, factor=0.5, patience=3)
+    schedule.observe(2.0)  # the first loss is the best so far
+    for _ in range(3):  # `patience` steps without improvement are tolerated ...
+        schedule.observe(2.0)
+        assert schedule.scale == 1.0
+    schedule.observe(2.0)  # ... the next one halves the lr
+    assert schedule.scale == 0.5 and schedule.reductions == 1
+    schedule.observe(1.0)  # an improvement resets the count
+    for _ in range(3):
+        schedule.observe(1.5)
+    assert schedule.scale == 0.5
+    schedule.observe(1.5)
+    assert schedule.scale == 0.25
+
+
+def test_plateau_follows_torch_reduce_lr_on_plateau_step_by_step():
+    """The seed's scheduler (ReduceLROnPlateau stepped on the loss each step), with threshold,
+    cooldown and min_lr, on a loss that falls, stalls and jitters."""
+    generator = torch.Generator().manual_seed(0)
+    losses = (torch.cat([torch.linspace(3, 1, 40), torch.ones(60)]) + 0.01 * torch.randn(100, generator=generator))
+    settings = dict(factor=0.5, patience=4, threshold=1e-3, cooldown=2, min_lr=0.02)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **settings)
+    ours = PlateauSchedule(lr=0.1, **settings)
+    for loss in losses.tolist():
+        reference.step(loss)
+        ours.observe(loss)
+        assert 0.1 * ours.scale == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12)
+    assert ours.reductions == 3 and 0.1 * ours.scale == pytest.approx(0.02)  # 0.05, 0.025, then min_lr
+
+
+def test_plateau_composes_with_warmup_and_absent_means_none():
+    assert lr_schedule(tiny_recipe().train).scale == 1.0 and tiny_recipe().train["lr_schedule"] is None
+    assert lr_schedule(tiny_recipe(lr_schedule=None).train).scale == 1.0
+    schedule = lr_schedule(tiny_recipe(lr_schedule={"name": "plateau", "factor": 0.5, "patience": 0}).train)
+    schedule.observe(1.0)
+    schedule.observe(1.0)
+    train = {"lr": 1.0, "warmup_epochs": 1}
+    assert learning_rate(train, 0, 4, 10) * schedule.scale == pytest.approx(0.5 * 5 / 10)
+
+
+def test_plateau_schedule_lowers_the_lr_of_a_run(tmp_path):
+    # threshold 0.99 and patience 0: no step after the first improves (the NLL stays positive and
+    # does not fall 100-fold), so each halves the lr, down to min_lr. 4 steps per epoch; the log
+    # has the lr of each epoch's last step (set before it: two halvings in).
+    schedule = {"name": "plateau", "factor": 0.5, "patience": 0, "threshold": 0.99, "min_lr": 1e-3}
+    result = zoo.run(tiny_recipe(epochs=2, lr=1e-2, lr_schedule=schedule), out=tmp_path / "r",
+                     progress=False, log=lambda *_: None)
+    lrs = [json.loads(line)["lr"] for line in (result.folder / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([2.5e-3, 1e-3])
+    plain = zoo.run(tiny_recipe(epochs=1, lr=1e-2), out=tmp_path / "p", progress=False, log=lambda *_: None)
+    assert json.loads((plain.folder / "metrics.jsonl").read_text())["lr"] == pytest.approx(1e-2)
 
 
 def test_max_steps_per_epoch_caps_batches(tmp_path):

@@ -1,5 +1,8 @@
 """Recipe -> objects: dataset, model (shape carried layer to layer), loss, gradient mode, optimizer.
 
+The loss is paired with its data here (``build_objective``): a data loss needs a data set, a loss
+that fits an energy target (``reverse_kl``) needs an energy target (``zoo.data.EnergyTarget``).
+
 Every component is looked up in the registry. A factory is plugin code: what it raises or returns
 is checked here, so a broken plugin ends in one PluginError naming the plugin, the component and
 the place in the recipe, and a layer that cannot take its input shape in a ShapeError.
@@ -13,8 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from zoo.budget import check_budget
-from zoo.data import FlowDataset
-from zoo.errors import PluginError, ShapeError, ZooError
+from zoo.data import EnergyTarget, FlowDataset
+from zoo.errors import PluginError, RecipeError, ShapeError, ZooError
 from zoo.flow import FlowModel
 from zoo.recipe import Recipe, load_recipe
 from zoo.registry import PLUGIN_FAILURES, KINDS, Registry, get_registry
@@ -165,6 +168,44 @@ def build_loss(recipe: Recipe | Mapping[str, Any], registry: Registry | None = N
     loss = call_factory(recipe, "losses", name, "$.loss", lambda f: f(**params), registry)
     if not callable(loss):
         raise _wrong_return(loss, recipe, "losses", name, "$.loss", registry, "a callable loss(model, x)")
+    return loss
+
+
+def energy_target_names(registry: Registry | None = None) -> list[str]:
+    """The registered datasets that are energy targets (factory attribute ``energy_target``)."""
+    registry = registry or get_registry()
+    return sorted(c.name for c in registry.components("datasets")
+                  if getattr(c.factory, "energy_target", False))
+
+
+def build_objective(recipe: Recipe | Mapping[str, Any], dataset: FlowDataset,
+                    registry: Registry | None = None):
+    """The recipe's loss, checked against the dataset it trains on.
+
+    A loss that fits energy targets (``loss.fits == "energy"``, e.g. ``reverse_kl``) is given its
+    target (``loss.bind(target, where)``) and refuses a data set; every other loss fits data and
+    refuses an energy target, which has none. Either refusal is a RecipeError naming the recipe.
+    """
+    recipe, registry = as_recipe(recipe), registry or get_registry()
+    loss = build_loss(recipe, registry)
+    loss_name, dataset_name = recipe.component("loss")[0], recipe.component("dataset")[0]
+    is_target = isinstance(dataset, EnergyTarget)
+    targets = ", ".join(energy_target_names(registry)) or "none registered"
+    if getattr(loss, "fits", "data") == "energy":
+        if not is_target:
+            raise RecipeError(
+                f"{recipe.where}: $.loss: {loss_name!r} fits an energy target (a density known by "
+                f"its energy U(x); registered: {targets}), but $.dataset {dataset_name!r} is a data "
+                "set. Use loss: nll to fit the data, or an energy target as the dataset."
+            )
+        call_factory(recipe, "losses", loss_name, "$.loss",
+                     lambda _: loss.bind(dataset, f"{recipe.where}: $.loss"), registry)
+    elif is_target:
+        raise RecipeError(
+            f"{recipe.where}: $.loss: {loss_name!r} fits data, but $.dataset {dataset_name!r} is an "
+            "energy target: it gives an energy U(x) and no data. Use loss: reverse_kl (with "
+            "direction: forward for flows without a differentiable inverse, like bnaf)."
+        )
     return loss
 
 

@@ -5,6 +5,10 @@ per-sample ``shape`` (labels are not part of density estimation and are dropped)
 (images) keep their integer values, ``0 .. 2**n_bits - 1``, as floats: the recipe's preamble
 (``dequantize``, ``normalize``, ``logit``) maps them to the real line, so every likelihood is on
 the data's own discrete scale.
+
+An ``EnergyTarget`` is the other kind of dataset: an unnormalised density ``exp(-U(x))`` known by
+its energy ``U`` and fitted by reverse KL (loss ``reverse_kl``); it has no data, and its splits
+only say how many samples the loop draws from the model.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -36,6 +40,38 @@ class FlowDataset:
     @property
     def is_image(self) -> bool:
         return len(self.shape) == 3
+
+
+class Placeholders(TensorDataset):
+    """A split of an energy target: standard-normal points that only size the loop (how many
+    samples a step or an estimate draws from the model) and feed data-dependent initialisation."""
+
+
+@dataclass
+class EnergyTarget(FlowDataset):
+    """An unnormalised target density ``p(x) = exp(-U(x)) / Z``, known by its energy ``U``.
+
+    The loss ``reverse_kl`` fits a model to it by minimising the variational free energy
+    ``F = E_q[log q(x) + U(x)] = KL(q || p) - log Z``; ``log_normalizer`` is ``log Z`` when it is
+    known (finite and computed), so ``KL = F + log Z`` can be reported. The splits are
+    ``Placeholders``: ``len(train)`` samples per epoch (``len(train) / batch_size`` steps), and
+    ``len(val)``, ``len(test)`` samples for the estimates. ``bound``: the half-width of the
+    square ``[-bound, bound]^2`` where a 2-D target's plot shows it.
+    """
+
+    potential: Callable[[torch.Tensor], torch.Tensor] | None = None
+    log_normalizer: float | None = None
+    bound: float = 4.0
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """``U(x)``, one value per sample: ``(batch, *shape) -> (batch,)``."""
+        return self.potential(x)
+
+
+def placeholder_splits(sizes: tuple[int, int, int], shape: tuple[int, ...], seed: int) -> list[Placeholders]:
+    """Train, val and test ``Placeholders`` of the given sizes (seeded standard-normal points)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [Placeholders(torch.randn(n, *shape, generator=generator)) for n in sizes]
 
 
 def tensor_split(x: torch.Tensor) -> Dataset:

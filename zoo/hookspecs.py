@@ -152,7 +152,13 @@ def zoo_bases() -> Mapping[str, Callable[..., Any]]:
 
 @hookspec
 def zoo_datasets() -> Mapping[str, Callable[..., Any]]:
-    """Datasets, by name. ``factory(**params)`` returns a ``zoo.data.FlowDataset``."""
+    """Datasets, by name. ``factory(**params)`` returns a ``zoo.data.FlowDataset``.
+
+    An energy target (a density ``exp(-U)`` known by its energy, no data) returns the subclass
+    ``zoo.data.EnergyTarget`` (``energy(x) -> (batch,)``, ``log_normalizer`` or None, splits of
+    ``zoo.data.Placeholders`` that size the steps); set ``factory.energy_target = True`` so that
+    error messages can name it. Only losses that fit energy targets train on one.
+    """
 
 
 @hookspec
@@ -161,6 +167,13 @@ def zoo_losses() -> Mapping[str, Callable[..., Any]]:
 
     ``factory(**params)`` returns a callable ``loss(model, x) -> Tensor`` of shape ``(batch,)``
     (per-example loss in nats; the training loop averages it).
+
+    A loss that fits an energy target instead of data (``reverse_kl``) sets ``fits = "energy"``
+    and has ``bind(target, where)`` (called at assembly with the ``EnergyTarget``),
+    ``draw(model, n, device, dtype) -> (x, log_q)`` (samples of the model's q and their
+    log-density, for evaluation and pictures) and optionally ``log_density(model, x)`` (log q at
+    given points, or None); ``x`` then only gives the batch size, device and dtype. Assembly
+    refuses such a loss on a data set, and any other loss on an energy target.
     """
 
 

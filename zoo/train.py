@@ -1,9 +1,19 @@
 """The training loop: one place for every recipe.
 
-``run(recipe)`` trains with Adam (linear warm-up per batch, optional per-epoch decay, gradient
-clipping), evaluates the exact log-likelihood on the validation split every ``eval_every``
-epochs, keeps the best model as ``model.safetensors``, and reports test metrics of that best
-model. What the run folder holds, and how it is read back, is ``zoo.runs``'s business.
+``run(recipe)`` trains with Adam (linear warm-up per batch, optional per-epoch decay, an
+optional plateau schedule on the training loss, gradient clipping), evaluates the exact
+log-likelihood on the validation split every ``eval_every`` epochs, keeps the best model as
+``model.safetensors``, and reports test metrics of that best model. What the run folder holds,
+and how it is read back, is ``zoo.runs``'s business.
+
+Energy targets (``zoo.data.EnergyTarget``, loss ``reverse_kl``) go through the same loop: each
+step draws ``batch_size`` samples from the model instead of reading data, and evaluation
+estimates the free energy ``F = E_q[log q + U]`` (and ``KL(q || p) = F + log Z`` where the target
+knows ``log Z``) from the same seeded draws every time, instead of a data NLL. metrics.jsonl
+then has ``val_free_energy`` and ``val_kl``, metrics.json ``test_free_energy``, ``test_kl``,
+``val_free_energy``, ``val_kl`` and ``log_z`` (nats; ``kl`` and ``log_z`` null where Z is not
+finite), and the pictures show the target's exp(-U) beside the learned q
+(``zoo.visualize_targets``).
 
 ``run.json`` carries the run's ``status``: ``running``, then ``complete``, ``interrupted``
 (Ctrl-C: what was saved so far is kept and said) or ``failed`` (e.g. a non-finite loss).
@@ -28,12 +38,13 @@ import zoo
 from zoo import assemble, runs
 from zoo._atomic import write_json, write_text
 from zoo.budget import check_batch, large_allowed
-from zoo.data import FlowDataset, first_tensor
-from zoo.errors import TrainingError
+from zoo.data import EnergyTarget, FlowDataset, Placeholders, first_tensor
+from zoo.errors import RecipeError, TrainingError
 from zoo.flow import FlowModel
 from zoo.recipe import Recipe, load_recipe
 from zoo.registry import get_registry
 from zoo.visualize import save_samples
+from zoo.visualize_targets import save_target_plot
 from zoo.weights import WEIGHTS_FILE, load_weights, save_weights
 
 RUNS_DIR_ENV = runs.RUNS_DIR_ENV
@@ -86,7 +97,8 @@ def make_loaders(dataset: FlowDataset, recipe: Recipe, seed: int):
 
 
 def learning_rate(train: Mapping[str, Any], epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
-    """Linear warm-up per batch over ``warmup_epochs``, then ``lr * lr_decay**epoch``."""
+    """Linear warm-up per batch over ``warmup_epochs``, then ``lr * lr_decay**epoch``
+    (a ``train.lr_schedule`` multiplies this by its own factor: ``lr_schedule``)."""
     lr = float(train["lr"]) * float(train.get("lr_decay", 1.0)) ** epoch
     warmup_steps = float(train.get("warmup_epochs", 0)) * steps_per_epoch
     step = epoch * steps_per_epoch + step_in_epoch + 1
@@ -95,9 +107,66 @@ def learning_rate(train: Mapping[str, Any], epoch: int, step_in_epoch: int, step
     return lr
 
 
+class NoSchedule:
+    """No ``train.lr_schedule``: the learning rate is ``learning_rate``'s."""
+
+    scale = 1.0
+
+    def observe(self, loss: float) -> None:
+        pass
+
+
+class PlateauSchedule:
+    """Reduce the learning rate when the training loss stops improving (``lr_schedule: plateau``).
+
+    PyTorch's ``ReduceLROnPlateau`` (mode ``min``, relative threshold), stepped on the training
+    loss after every optimizer step, as the BNAF seed steps it (kamenbliznashki ``bnaf.py``:
+    ``scheduler.step(loss)`` each step). A step improves when ``loss < best * (1 - threshold)``;
+    after more than ``patience`` steps in a row without improvement, ``scale *= factor`` (never
+    below ``min_lr / lr``), and the next ``cooldown`` steps do not count. The learning rate of a
+    step is ``learning_rate(...) * scale``, so the schedule composes with warm-up and
+    ``lr_decay`` by multiplication.
+    """
+
+    def __init__(self, lr: float, factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
+                 cooldown: int = 0, min_lr: float = 0.0, name: str = "plateau"):
+        self.lr, self.factor, self.patience = float(lr), float(factor), int(patience)
+        self.threshold, self.cooldown, self.min_lr = float(threshold), int(cooldown), float(min_lr)
+        self.scale, self.best, self.bad_steps, self.cooling = 1.0, math.inf, 0, 0
+        self.reductions = 0
+
+    def observe(self, loss: float) -> None:
+        if loss < self.best * (1.0 - self.threshold):
+            self.best, self.bad_steps = loss, 0
+        else:
+            self.bad_steps += 1
+        if self.cooling > 0:
+            self.cooling -= 1
+            self.bad_steps = 0
+        if self.bad_steps > self.patience:
+            reduced = max(self.scale * self.factor, self.min_lr / self.lr)
+            if (self.scale - reduced) * self.lr > 1e-8:  # ReduceLROnPlateau's eps
+                self.scale = reduced
+                self.reductions += 1
+            self.cooling, self.bad_steps = self.cooldown, 0
+
+
+def lr_schedule(train: Mapping[str, Any]) -> NoSchedule | PlateauSchedule:
+    """The schedule ``train.lr_schedule`` names (absent or null: none)."""
+    settings = train.get("lr_schedule")
+    if not settings:
+        return NoSchedule()
+    return PlateauSchedule(float(train["lr"]), **settings)  # the schema admits plateau only
+
+
 @torch.no_grad()
 def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
     """Exact mean NLL (nats) over a split, and bits/dim; layers run their exact (eval) paths."""
+    if _is_placeholders(getattr(loader, "dataset", None)):
+        raise RecipeError(
+            "this model fits an energy target, which has no data to score: its free energy and "
+            "KL estimates are in the run folder's metrics.json (test_free_energy, test_kl)"
+        )
     model.eval()
     total, count = 0.0, 0
     for item in loader:
@@ -107,6 +176,39 @@ def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict
     model.train()
     nll = total / max(count, 1)
     return {"nll": nll, "bpd": nll / (model.dim * math.log(2)), "examples": count}
+
+
+def _is_placeholders(split) -> bool:
+    while isinstance(split, Subset):
+        split = split.dataset
+    return isinstance(split, Placeholders)
+
+
+def evaluation_seed(seed: int, split: str) -> int:
+    """The seed of an energy target's estimate on ``split``: the same draws at every evaluation
+    (so epochs compare), other draws for val and test."""
+    return (int(seed) * 1_000_003 + {"val": 1, "test": 2}[split]) % 2**63
+
+
+@torch.no_grad()
+def evaluate_energy(model: FlowModel, loader: DataLoader, loss_fn, target: EnergyTarget,
+                    device: torch.device, seed: int) -> dict[str, float | None]:
+    """The free energy F = mean of log q(x) + U(x) over as many samples of q as the split has
+    (nats), and KL(q || p) = F + log Z when the target knows log Z; exact (eval) paths."""
+    model.eval()
+    total, count = 0.0, 0
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for item in loader:
+            x = first_tensor(item).to(device)
+            total += loss_fn(model, x).double().sum().item()
+            count += x.shape[0]
+    model.train()
+    free_energy = total / max(count, 1)
+    log_z = target.log_normalizer
+    kl = free_energy + log_z if log_z is not None and math.isfinite(free_energy) else None
+    return {"free_energy": free_energy, "kl": kl, "examples": count}
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
@@ -169,7 +271,9 @@ class RunState:
     model: FlowModel
     dataset: FlowDataset
     device: torch.device
-    best_nll: float = math.inf
+    loss_fn: Any = None
+    best_score: float = math.inf  # the validation NLL, or free energy for an energy target
+    best_val: dict[str, Any] = field(default_factory=dict)  # the best evaluation's values
     best_epoch: int | None = None
     batch_times: list[float] = field(default_factory=list)
     skipped: int = 0
@@ -187,6 +291,21 @@ class RunState:
         if self.best_epoch is None:
             return f"no model was saved yet (the first evaluation saves one); the run folder is {self.folder}"
         return f"the best model so far (epoch {self.best_epoch}) is in {self.folder / WEIGHTS_FILE}"
+
+    @property
+    def fits_energy(self) -> bool:
+        return isinstance(self.dataset, EnergyTarget)
+
+    def save_pictures(self, tag: str, nll: float | None = None) -> None:
+        """Sample grids or a density plot (``zoo.visualize``; its title gives the recipe, the
+        test ``nll`` and the best epoch); for an energy target, the target beside the learned q
+        (``zoo.visualize_targets``)."""
+        if self.fits_energy:
+            save_target_plot(self.model, self.loss_fn, self.dataset, self.folder / "samples" / f"{tag}_target.png",
+                             name=self.recipe.component("dataset")[0])
+        else:
+            save_samples(self.model, self.folder, tag, self.recipe.train, self.dataset,
+                         title=self.recipe["name"], nll=nll, epoch=self.best_epoch)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -241,6 +360,7 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
     if device.type == "cpu":
         threads = pick_threads(recipe.train.get("threads", "auto"), model)
         torch.set_num_threads(threads)
+    loss_fn = assemble.build_objective(recipe, dataset)  # refuses a loss on the wrong kind of data
     folder = runs.create_run_folder(recipe["name"], out, overwrite)
     write_text(folder / runs.RECIPE_FILE, recipe.to_yaml())
     info = {
@@ -258,7 +378,7 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
     runs.write_info(folder, info)
     log(f"run folder: {folder}")
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters, data {tuple(dataset.shape)}")
-    return RunState(recipe, folder, info, model, dataset, device)
+    return RunState(recipe, folder, info, model, dataset, device, loss_fn)
 
 
 def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progress: bool, log) -> None:
@@ -267,8 +387,9 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
     model.initialize(first_tensor(next(iter(train_loader))).to(state.device))  # data-dependent init
     mode = assemble.build_gradient_mode(state.recipe)
     mode.prepare(model)
-    loss_fn = assemble.build_loss(state.recipe)
+    loss_fn = state.loss_fn
     optimizer = assemble.build_optimizer(model, train_cfg)
+    schedule = lr_schedule(train_cfg)
     max_steps = train_cfg.get("max_steps_per_epoch")
     steps = min(len(train_loader), max_steps) if max_steps else len(train_loader)
     epochs = int(train_cfg["epochs"])
@@ -277,19 +398,20 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
         model.train()
         for epoch in range(epochs):
             bar.epoch(epoch)
-            train_loss = train_epoch(state, train_loader, steps, epoch, mode, loss_fn, optimizer, bar)
+            train_loss = train_epoch(state, train_loader, steps, epoch, mode, loss_fn, optimizer,
+                                     schedule, bar)
             last = epoch + 1 == epochs
             if (epoch + 1) % int(train_cfg.get("eval_every", 1)) == 0 or last:
-                validate(state, val_loader, epoch, train_loss, log)
+                validate(state, val_loader, epoch, train_loss, optimizer.param_groups[0]["lr"], log)
             every = train_cfg.get("sample_every")
             if every and (epoch + 1) % int(every) == 0 and not last:
-                save_samples(model, state.folder, f"epoch{epoch + 1:04d}", train_cfg, state.dataset)
+                state.save_pictures(f"epoch{epoch + 1:04d}")
     finally:
         bar.close()
 
 
 def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mode, loss_fn,
-                optimizer, bar: Progress) -> float:
+                optimizer, schedule, bar: Progress) -> float:
     """One epoch of steps; the mean training loss over its examples."""
     train_cfg, model = state.recipe.train, state.model
     clip = train_cfg.get("grad_clip_norm")
@@ -299,7 +421,7 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
             break
         x = first_tensor(item).to(state.device)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(train_cfg, epoch, step, steps)
+            group["lr"] = learning_rate(train_cfg, epoch, step, steps) * schedule.scale
         started = time.perf_counter()
         loss, _logs = mode.loss(model, x, loss_fn)
         if not torch.isfinite(loss):
@@ -321,48 +443,74 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
         if state.device.type == "cuda":
             torch.cuda.synchronize()
         state.batch_times.append(time.perf_counter() - started)
-        total += loss.item() * x.shape[0]
+        value = loss.item()
+        schedule.observe(value)
+        total += value * x.shape[0]
         seen += x.shape[0]
-        bar.update(loss=loss.item())
+        bar.update(loss=value)
     return total / max(seen, 1)
 
 
-def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float, log) -> None:
-    """Validation NLL; a better model is saved (and run.json records its sha256)."""
-    val = evaluate(state.model, loader, state.device)
-    improved = val["nll"] < state.best_nll
+def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float, lr: float, log) -> None:
+    """Validation NLL (or free energy); a better model is saved (and run.json records its sha256)."""
+    if state.fits_energy:
+        val = evaluate_energy(state.model, loader, state.loss_fn, state.dataset, state.device,
+                              evaluation_seed(int(state.recipe.train["seed"]), "val"))
+        score, values = val["free_energy"], {"val_free_energy": val["free_energy"], "val_kl": val["kl"]}
+        kl = f", KL {val['kl']:.4f}" if val["kl"] is not None else ""
+        line = f"val free energy {val['free_energy']:.4f} nats{kl}"
+    else:
+        val = evaluate(state.model, loader, state.device)
+        score, values = val["nll"], {"val_nll": val["nll"], "val_bpd": val["bpd"]}
+        bits = f" ({val['bpd']:.4f} bits/dim)" if state.dataset.is_image else ""
+        line = f"val NLL {val['nll']:.4f} nats{bits}"
+    improved = score < state.best_score
     if improved:
-        state.best_nll, state.best_epoch = val["nll"], epoch + 1
+        state.best_score, state.best_val, state.best_epoch = score, values, epoch + 1
         state.save_model()
-    record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nll": val["nll"],
-              "val_bpd": val["bpd"], "time": time.time(), "best": improved}
+    record = {"epoch": epoch + 1, "train_loss": train_loss, **values, "lr": lr, "time": time.time(),
+              "best": improved}
     append_jsonl(state.folder / "metrics.jsonl", record)
-    bits = f" ({val['bpd']:.4f} bits/dim)" if state.dataset.is_image else ""
-    log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, val NLL {val['nll']:.4f} nats{bits}"
-        + (" *" if improved else ""))
+    log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, {line}" + (" *" if improved else ""))
 
 
 def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
     """Test metrics of the best model, the final samples, metrics.json; status complete."""
     recipe, model, train_cfg = state.recipe, state.model, state.recipe.train
-    if state.best_epoch is None:  # no finite validation NLL: keep the last weights, say so
-        log("note: no evaluation gave a finite validation NLL; the last weights are kept")
+    score = "free energy" if state.fits_energy else "NLL"
+    if state.best_epoch is None:  # no finite validation score: keep the last weights, say so
+        log(f"note: no evaluation gave a finite validation {score}; the last weights are kept")
         state.save_model()
     load_weights(model, state.folder / WEIGHTS_FILE)
-    test = evaluate(model, test_loader, state.device)
-    sample_started = time.perf_counter()
-    save_samples(model, state.folder, "final", train_cfg, state.dataset,
-                 title=recipe["name"], nll=test["nll"], epoch=state.best_epoch)
     n_samples = int(train_cfg.get("n_samples", 64))
+    if state.fits_energy:
+        test = evaluate_energy(model, test_loader, state.loss_fn, state.dataset, state.device,
+                               evaluation_seed(int(train_cfg["seed"]), "test"))
+        log_z = state.dataset.log_normalizer
+        scores = {"test_free_energy": test["free_energy"], "test_kl": test["kl"],
+                  "val_free_energy": state.best_val.get("val_free_energy"),
+                  "val_kl": state.best_val.get("val_kl"), "log_z": log_z}
+        sample_started = time.perf_counter()
+        with torch.no_grad():
+            model.eval()
+            state.loss_fn.draw(model, n_samples, device=state.device)
+            model.train()
+        sample_time = time.perf_counter() - sample_started
+        state.save_pictures("final")
+    else:
+        test = evaluate(model, test_loader, state.device)
+        scores = {"test_nll": test["nll"], "test_bpd": test["bpd"] if state.dataset.is_image else None,
+                  "val_nll": state.best_val.get("val_nll")}
+        sample_started = time.perf_counter()
+        state.save_pictures("final", nll=test["nll"])
+        sample_time = time.perf_counter() - sample_started
     metrics = {
-        "test_nll": test["nll"],
-        "test_bpd": test["bpd"] if state.dataset.is_image else None,
-        "val_nll": state.best_nll if math.isfinite(state.best_nll) else None,
+        **scores,
         "best_epoch": state.best_epoch,
         "epochs": int(train_cfg["epochs"]),
         "test_examples": test["examples"],
         "ms_per_batch": 1000 * _mean(state.batch_times[1:] or state.batch_times),
-        "ms_per_sample": 1000 * (time.perf_counter() - sample_started) / max(n_samples, 1),
+        "ms_per_sample": 1000 * sample_time / max(n_samples, 1),
         "skipped_batches": state.skipped,
         "parameters": sum(p.numel() for p in model.parameters()),
         "dataset": recipe.component("dataset")[0],
@@ -370,9 +518,14 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
     }
     write_json(state.folder / runs.METRICS_FILE, metrics)
     state.set_status("complete", ended=_now())
-    line = f"test NLL {test['nll']:.4f} nats"
-    if state.dataset.is_image:
-        line += f", {test['bpd']:.4f} bits/dim"
+    if state.fits_energy:
+        line = f"test free energy {test['free_energy']:.4f} nats"
+        if test["kl"] is not None:
+            line += f", KL(q || p) {test['kl']:.4f} nats"
+    else:
+        line = f"test NLL {test['nll']:.4f} nats"
+        if state.dataset.is_image:
+            line += f", {test['bpd']:.4f} bits/dim"
     log(f"{line} (best epoch {state.best_epoch}); run folder: {state.folder}")
     return RunResult(state.folder, metrics)
 

@@ -7,17 +7,21 @@ densities follow the definitions used by FFJORD (Grathwohl et al., arXiv 1810.01
 (De Cao et al., arXiv 1904.04676); ``moons`` and ``circles`` follow scikit-learn's
 ``make_moons`` / ``make_circles`` and, drawn from the same split stream, give the same points
 (written in numpy here: importing scikit-learn costs about a second on every run).
+
+The energy targets ``u1`` .. ``u4`` (Rezende & Mohamed 2015, Table 1) are unnormalised densities
+``exp(-U)`` with no data (``zoo.data.EnergyTarget``), fitted by the loss ``reverse_kl``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
 import numpy as np
 import torch
 
-from zoo.data import FlowDataset, tensor_split
+from zoo.data import EnergyTarget, FlowDataset, placeholder_splits, tensor_split
 from zoo.errors import RecipeError
 from zoo.hookspecs import hookimpl
 from zoo.registry import params_schema_of
@@ -196,7 +200,7 @@ gaussian.data_shape = lambda dim=1024, **params: ((dim,), None)
 
 @hookimpl
 def zoo_datasets():
-    return {factory.__name__: factory for factory in (*TOY_2D, gaussian)} | {
+    return {factory.__name__: factory for factory in (*TOY_2D, gaussian, *ENERGY_TARGETS)} | {
         "rings": rings,
         "blobs": blobs,
     }
@@ -248,3 +252,128 @@ def blobs(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: flo
 for _factory in (rings, blobs):
     _with_limits(_factory, noise={"minimum": 0}, **SIZE_LIMITS)
     _factory.data_shape = lambda **params: ((2,), None)
+
+
+# --- energy targets: Rezende & Mohamed's test energies (u1 .. u4) ----------------------------------
+#
+# Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015
+# (https://arxiv.org/abs/1505.05770), Table 1; BNAF's density-matching experiment (arXiv
+# 1904.04676, Figure 3) and the kamenbliznashki seed (``bnaf.py``, ``potential_fn``) use them. With
+# w1(x) = sin(2 pi x1 / 4), w2(x) = 3 exp(-1/2 ((x1 - 1) / 0.6)^2), w3(x) = 3 sigmoid((x1 - 1) / 0.3):
+#
+#   U1(x) = 1/2 ((|x| - 2) / 0.4)^2 - log(exp(-1/2 ((x1 - 2) / 0.6)^2) + exp(-1/2 ((x1 + 2) / 0.6)^2))
+#   U2(x) = 1/2 ((x2 - w1) / 0.4)^2
+#   U3(x) = -log(exp(-1/2 ((x2 - w1) / 0.35)^2) + exp(-1/2 ((x2 - w1 + w2) / 0.35)^2))
+#   U4(x) = -log(exp(-1/2 ((x2 - w1) / 0.4)^2) + exp(-1/2 ((x2 - w1 + w3) / 0.35)^2))
+#
+# The log-sums are log-sum-exps (the seed adds 1e-10 inside the log instead, which caps U where both
+# terms vanish, far outside the plotted square). U2 .. U4 do not depend on x1 beyond the wave, so
+# exp(-U) is not integrable over the plane (log Z is infinite): only U1 has a log Z, computed here.
+
+
+def _w1(x1: torch.Tensor) -> torch.Tensor:
+    return torch.sin(2 * math.pi * x1 / 4)
+
+
+def _w2(x1: torch.Tensor) -> torch.Tensor:
+    return 3 * torch.exp(-0.5 * ((x1 - 1) / 0.6) ** 2)
+
+
+def _w3(x1: torch.Tensor) -> torch.Tensor:
+    return 3 * torch.sigmoid((x1 - 1) / 0.3)
+
+
+def _log_gauss(t: torch.Tensor, scale: float) -> torch.Tensor:
+    return -0.5 * (t / scale) ** 2
+
+
+def energy_u1(x: torch.Tensor) -> torch.Tensor:
+    """A ring of radius 2 split into two arcs (Rezende & Mohamed 2015, Table 1, U1)."""
+    x1 = x[:, 0]
+    ring = 0.5 * ((torch.linalg.vector_norm(x, dim=1) - 2) / 0.4) ** 2
+    return ring - torch.logaddexp(_log_gauss(x1 - 2, 0.6), _log_gauss(x1 + 2, 0.6))
+
+
+def energy_u2(x: torch.Tensor) -> torch.Tensor:
+    """A sine wave (Table 1, U2)."""
+    return 0.5 * ((x[:, 1] - _w1(x[:, 0])) / 0.4) ** 2
+
+
+def energy_u3(x: torch.Tensor) -> torch.Tensor:
+    """A sine wave and a bump that splits off it (Table 1, U3)."""
+    wave = x[:, 1] - _w1(x[:, 0])
+    return -torch.logaddexp(_log_gauss(wave, 0.35), _log_gauss(wave + _w2(x[:, 0]), 0.35))
+
+
+def energy_u4(x: torch.Tensor) -> torch.Tensor:
+    """A sine wave and a step copy of it (Table 1, U4)."""
+    wave = x[:, 1] - _w1(x[:, 0])
+    return -torch.logaddexp(_log_gauss(wave, 0.4), _log_gauss(wave + _w3(x[:, 0]), 0.35))
+
+
+@functools.lru_cache(maxsize=None)
+def log_normalizer_u1(radius: float = 6.0, n_r: int = 1200, n_theta: int = 720) -> float:
+    """log Z = log of the integral of exp(-U1) over the plane, by quadrature in polar coordinates:
+    trapezoids in r on [0, radius] (exp(-U1) < e^-50 beyond 6) and a periodic rule in theta."""
+    r = torch.linspace(0.0, radius, n_r + 1, dtype=torch.float64)
+    theta = torch.arange(n_theta, dtype=torch.float64) * (2 * math.pi / n_theta)
+    rr, tt = torch.meshgrid(r, theta, indexing="ij")
+    points = torch.stack([rr * torch.cos(tt), rr * torch.sin(tt)], dim=-1).reshape(-1, 2)
+    integrand = torch.exp(-energy_u1(points)).reshape(rr.shape) * rr
+    over_theta = integrand.sum(1) * (2 * math.pi / n_theta)
+    return float(torch.log(torch.trapezoid(over_theta, r)))
+
+
+def _energy_target(name: str, potential, log_z: float | None, n_train: int, n_val: int, n_test: int,
+                   seed: int) -> EnergyTarget:
+    sizes = (n_train, n_val, n_test)
+    for split, n in zip(SPLITS, sizes):
+        if n < 1:
+            raise RecipeError(f"dataset {name!r}: n_{split} must be at least 1, got {n}")
+    train, val, test = placeholder_splits(sizes, (2,), seed)
+    return EnergyTarget(train, val, test, shape=(2,), n_bits=None, potential=potential,
+                        log_normalizer=log_z, bound=4.0,
+                        info={"seed": seed, "sizes": dict(zip(SPLITS, sizes)), "energy": name})
+
+
+def u1(n_train: int = 20000, n_val: int = 2000, n_test: int = 10000, seed: int = 0) -> EnergyTarget:
+    """Energy target U1 of Rezende & Mohamed (2015, Table 1): a ring of radius 2 in two arcs, 2-D.
+
+    No data: fit it with ``loss: reverse_kl``. ``n_train`` samples are drawn from the model per
+    epoch (``n_train / batch_size`` steps), ``n_val`` and ``n_test`` for the KL estimates.
+    ``log Z`` is finite and computed by quadrature, so runs report KL(q || p) itself.
+    """
+    return _energy_target("u1", energy_u1, log_normalizer_u1(), n_train, n_val, n_test, seed)
+
+
+def u2(n_train: int = 20000, n_val: int = 2000, n_test: int = 10000, seed: int = 0) -> EnergyTarget:
+    """Energy target U2 of Rezende & Mohamed (2015, Table 1): a sine wave, 2-D.
+
+    No data: fit it with ``loss: reverse_kl``; samples per epoch and for the estimates as ``u1``.
+    exp(-U2) is not integrable over the plane (flat along x1), so there is no log Z: runs report
+    the free energy E_q[log q + U] only.
+    """
+    return _energy_target("u2", energy_u2, None, n_train, n_val, n_test, seed)
+
+
+def u3(n_train: int = 20000, n_val: int = 2000, n_test: int = 10000, seed: int = 0) -> EnergyTarget:
+    """Energy target U3 of Rezende & Mohamed (2015, Table 1): a sine wave and a bump splitting off, 2-D.
+
+    No data: fit it with ``loss: reverse_kl``; as ``u2``, no log Z (not integrable over the plane).
+    """
+    return _energy_target("u3", energy_u3, None, n_train, n_val, n_test, seed)
+
+
+def u4(n_train: int = 20000, n_val: int = 2000, n_test: int = 10000, seed: int = 0) -> EnergyTarget:
+    """Energy target U4 of Rezende & Mohamed (2015, Table 1): a sine wave and a step copy of it, 2-D.
+
+    No data: fit it with ``loss: reverse_kl``; as ``u2``, no log Z (not integrable over the plane).
+    """
+    return _energy_target("u4", energy_u4, None, n_train, n_val, n_test, seed)
+
+
+ENERGY_TARGETS = (u1, u2, u3, u4)
+for _factory in ENERGY_TARGETS:
+    _with_limits(_factory, **SIZE_LIMITS)
+    _factory.data_shape = lambda **params: ((2,), None)
+    _factory.energy_target = True  # what assembly names when a loss needs one
