@@ -245,3 +245,26 @@ def test_recipes_have_torch_mnf_parameter_counts(name, count):
     recipe = zoo.load_recipe(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml")
     model = zoo.build_model(recipe)
     assert sum(p.numel() for p in model.parameters()) == count
+
+
+@pytest.mark.parametrize(
+    "dataset, layer, wanted",
+    [
+        ("blobs", {"name": "bnaf", "hidden": 9}, r"\$\.model\.layers\[0\] \(layer 0, 'bnaf'\) cannot take input shape \(2,\).*multiple"),
+        ("blobs", {"name": "nsf_coupling", "tail_bound": 0.0}, r"\$\.model\.layers\[0\]\.tail_bound: 0\.0 is less than or equal to the minimum"),
+        ("digits", {"name": "maf"}, r"\$\.model\.layers\[0\] \(layer 0, 'maf'\) cannot take input shape \(1, 8, 8\).*flatten"),
+    ],
+)
+def test_the_cli_names_the_recipe_and_the_layer_of_a_refused_layer(tmp_path, capsys, dataset, layer, wanted):
+    import re
+
+    import yaml
+
+    from zoo.cli import main
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "bad", "dataset": dataset, "model": {"layers": [layer]}}))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(recipe) in err and re.search(wanted, err), err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()

@@ -38,8 +38,12 @@ def call_factory(
     component.check_usable(f"{recipe.where}: {where}")
     try:
         return call(component.factory)
-    except ZooError:
-        raise
+    except ZooError as exc:
+        # A factory's own refusal (bad params, a shape it cannot take): say where in the recipe.
+        # (A layer's ShapeError gets its input shape added by build_layers.)
+        if recipe.where in str(exc) or (kind == "layers" and isinstance(exc, ShapeError)):
+            raise
+        raise type(exc)(f"{recipe.where}: {where}: {exc}") from exc
     except PLUGIN_FAILURES as exc:
         raise PluginError(
             f"{recipe.where}: {where}: the {KINDS[kind].singular} {name!r} of plugin "
