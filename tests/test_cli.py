@@ -445,3 +445,13 @@ def test_sample_a_2d_model_draws_n_samples_at_a_temperature(capsys, tiny_run, tm
 def test_sample_rejects_bad_counts_and_temperatures_before_loading(capsys, tmp_path, args, needle):
     code, _, err = zoo(capsys, "sample", tmp_path / "not-even-a-run", *args)
     one_clear_error(code, err, needle, "zoo sample RUN")
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`zoo list | head -1`: no BrokenPipeError traceback when the reader stops early."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(f"{sys.executable} -m zoo.cli list | head -c 10", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
