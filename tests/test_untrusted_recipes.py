@@ -443,7 +443,7 @@ def test_a_model_too_large_is_refused_before_any_layer_allocates(monkeypatch, hi
     assert time.perf_counter() - start < 1.0
     text = str(excinfo.value)
     assert text.startswith(f"{recipe.where}: to build and evaluate with batches of 256 needs at least ")
-    assert "but 64 GiB is available" in text and shown in text
+    assert "but 64.0 GiB is available" in text and shown in text
     assert "the largest layer is $.model.layers[0].layers[1] ('affine_coupling'" in text
     assert "train.allow_large=true" in text and "ZOO_ALLOW_LARGE=1" in text
 
@@ -452,7 +452,7 @@ def test_allow_large_turns_the_refusal_into_a_go_ahead(monkeypatch):
     monkeypatch.setattr(budget, "available_memory", lambda device=None: 1024)
     monkeypatch.delenv(budget.ALLOW_ENV, raising=False)
     recipe = zoo.load_recipe("realnvp_moons")
-    with pytest.raises(RecipeError, match=r"needs at least [\d.]+ KiB of memory .* but 1 KiB is available"):
+    with pytest.raises(RecipeError, match=r"needs at least [\d.]+ KiB of memory .* but 1.0 KiB is available"):
         zoo.build_model(recipe)
     assert zoo.build_model(zoo.load_recipe("realnvp_moons", ["train.allow_large=true"])) is not None
     monkeypatch.setenv(budget.ALLOW_ENV, "1")

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from torch.overrides import TorchFunctionMode
 
+from zoo._memory import format_bytes, host_memory_available
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe._validate import MAX_LAYER_ENTRIES, model_layer_count
 
@@ -47,7 +48,6 @@ OPTIMIZER_COPIES = 4  # weights, gradients, Adam's exp_avg and exp_avg_sq
 AUTOGRAD_FACTOR = 3  # per saved layer output: the output and what the layer computes inside
 INFERENCE_FACTOR = 4  # live tensors of the largest layer without a graph: input, output, temporaries
 OVERFLOW_BYTES = 2**63  # what a tensor too large for PyTorch to size counts as
-_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,6 @@ class Estimate:
         return self.param_bytes + INFERENCE_FACTOR * batch_size * self.peak_bytes
 
 
-def format_bytes(n: float) -> str:
-    """``1536`` -> ``1.5 KiB``; sizes past the exbibyte stay in EiB (``4.3e+06 EiB``)."""
-    value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            return f"{value:.0f} bytes" if unit == "bytes" else f"{value:.3g} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 # --- how much memory there is --------------------------------------------------------------------
 
 
@@ -94,64 +84,7 @@ def available_memory(device: Any = None) -> int | None:
             return None
     if device.type != "cpu":
         return None  # meta, mps, ...: nothing to compare with
-    limits = [value for value in (_meminfo_available(), _cgroup_room(), _address_space_room())
-              if value is not None]
-    if not limits:
-        limits = [value for value in (_sysconf_available(),) if value is not None]
-    return min(limits) if limits else None
-
-
-def _meminfo_available() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):  # absent, or "max" (no limit)
-        return None
-
-
-def _cgroup_room() -> int | None:
-    """A container's memory limit less what it uses (cgroup v2, else v1)."""
-    for limit_file, usage_file in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
-    ):
-        limit, usage = _read_int(limit_file), _read_int(usage_file)
-        if limit is not None and usage is not None and limit < 1 << 60:  # v1 writes 2**63 for none
-            return max(limit - usage, 0)
-    return None
-
-
-def _address_space_room() -> int | None:
-    """``RLIMIT_AS`` less the process's current size, when the process has such a limit."""
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft == resource.RLIM_INFINITY:
-            return None
-        with open("/proc/self/statm", encoding="ascii") as f:
-            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        return max(soft - size, 0)
-    except (ImportError, OSError, ValueError, IndexError):
-        return None
-
-
-def _sysconf_available() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    return host_memory_available()
 
 
 def large_allowed(recipe: Mapping | None = None) -> bool:

@@ -41,6 +41,7 @@ from typing import BinaryIO, Callable, Iterable
 
 import numpy as np
 
+from zoo._memory import format_bytes, host_memory_available
 from zoo.errors import DataError
 
 # --- memory limits -----------------------------------------------------------------------------
@@ -48,20 +49,14 @@ from zoo.errors import DataError
 MEMORY_FRACTION_ENV = "ZOO_DATA_MEMORY_FRACTION"
 DEFAULT_MEMORY_FRACTION = 0.8
 FALLBACK_AVAILABLE = 8 << 30  # when neither /proc/meminfo nor sysconf says what is free
-CGROUP_FILES = (  # (limit, usage, stat key of reclaimable page cache): cgroup v2, then v1
-    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "inactive_file"),
-    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-     "total_inactive_file"),
-)
 
 
 def available_memory() -> int:
     """Bytes this process can still allocate: the least of the machine's available memory
     (``MemAvailable`` of /proc/meminfo, else sysconf's free pages, else 8 GiB), what the cgroup
     (a container's limit) leaves, and what ``RLIMIT_AS`` (``ulimit -v``) leaves of the address space."""
-    machine = _meminfo_available() or _sysconf_available() or FALLBACK_AVAILABLE
-    limits = [machine, *(x for x in (_cgroup_headroom(), _address_space_headroom()) if x is not None)]
-    return max(0, min(limits))
+    available = host_memory_available()
+    return FALLBACK_AVAILABLE if available is None else available
 
 
 def memory_fraction() -> float:
@@ -90,70 +85,11 @@ def check_memory(path: Path | str, nbytes: int, what: str, fix: str) -> None:
     budget = int(fraction * available)
     if nbytes > budget:
         raise DataError(
-            f"{path}: {what} would take {_bytes(nbytes)}, more than the {_bytes(budget)} zoo lets a "
-            f"data file take ({fraction:g} of the {_bytes(available)} this process can still get); "
+            f"{path}: {what} would take {format_bytes(nbytes)}, more than the {format_bytes(budget)} zoo lets a "
+            f"data file take ({fraction:g} of the {format_bytes(available)} this process can still get); "
             f"{fix}. If the file is genuine, free memory, use fewer images, or raise "
             f"{MEMORY_FRACTION_ENV} (now {fraction:g})"
         )
-
-
-def _bytes(n: int) -> str:
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
-def _meminfo_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _sysconf_available() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _cgroup_headroom() -> int | None:
-    """The cgroup's limit minus its usage (page cache it can drop not counted); None if unlimited."""
-    for limit_file, usage_file, reclaimable_key in CGROUP_FILES:
-        try:
-            limit_text = Path(limit_file).read_text().strip()
-            usage = int(Path(usage_file).read_text())
-        except (OSError, ValueError):
-            continue
-        if limit_text == "max" or int(limit_text) >= 1 << 60:  # v1 writes "unlimited" as ~2**63
-            return None
-        try:
-            stats = dict(line.split() for line in Path(limit_file).with_name(
-                "memory.stat").read_text().splitlines() if line.count(" ") == 1)
-            usage -= int(stats.get(reclaimable_key, 0))
-        except (OSError, ValueError):
-            pass
-        return int(limit_text) - usage
-    return None
-
-
-def _address_space_headroom() -> int | None:
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft == resource.RLIM_INFINITY:
-            return None
-        with open("/proc/self/status") as handle:
-            size = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmSize:"))
-        return soft - size
-    except (ImportError, OSError, ValueError, StopIteration):
-        return None
 
 
 # --- reading files -----------------------------------------------------------------------------
@@ -206,7 +142,7 @@ def _read_file(path: Path, fix: str, expansion: int = 1) -> bytes:
     """All of the regular file ``path``, once its size (times ``expansion``, the memory its parsing
     takes) fits in the memory budget."""
     size = file_size(path)
-    check_memory(path, size * expansion, f"reading this {_bytes(size)} file", fix)
+    check_memory(path, size * expansion, f"reading this {format_bytes(size)} file", fix)
     try:
         with open(path, "rb") as handle:
             return _read_up_to(handle, size)
@@ -468,7 +404,7 @@ def _npy_header(stream, size, path, check, fix) -> tuple[tuple, bool, np.dtype, 
     announced, held = count * dtype.itemsize, size - head.tell()
     if announced != held:
         raise DataError(f"{path}: its header announces {dtype} of shape {tuple(shape)} "
-                        f"({_bytes(announced)}) but it holds {_bytes(held)} of data; the file is "
+                        f"({format_bytes(announced)}) but it holds {format_bytes(held)} of data; the file is "
                         f"truncated or corrupt, {fix}")
     check_memory(path, announced, f"the {dtype} array of shape {tuple(shape)} its header announces", fix)
     return tuple(shape), fortran, dtype, prefix[head.tell():]
@@ -572,7 +508,7 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], dict[str, np.ndarray]
 def _text_rows(path: Path) -> Iterable[tuple[int, list[str]]]:
     """The numbered, split non-blank lines of an ASCII text file, read a line at a time."""
     size = file_size(path)
-    check_memory(path, size * TEXT_EXPANSION, f"parsing this {_bytes(size)} text file", CELEBA_FIX)
+    check_memory(path, size * TEXT_EXPANSION, f"parsing this {format_bytes(size)} text file", CELEBA_FIX)
     try:
         with open(path, encoding="ascii", newline=None) as handle:
             number = 0
