@@ -11,6 +11,7 @@ the place in the recipe, and a layer that cannot take its input shape in a Shape
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -223,6 +224,42 @@ def build_gradient_mode(recipe: Recipe | Mapping[str, Any], registry: Registry |
     return mode
 
 
+def _unwrapped(method):
+    """The function under torch's dynamo wrapper (``functools.wraps`` keeps it), else ``method``."""
+    return getattr(method, "__wrapped__", method)
+
+
+def _dynamo_loaded() -> bool:
+    return "torch._dynamo" in sys.modules
+
+
+class _Adam(torch.optim.Adam):
+    """``torch.optim.Adam`` whose first calls do not import ``torch._dynamo``.
+
+    torch wraps ``add_param_group`` and ``zero_grad`` (``torch._disable_dynamo``) and ``step``
+    (``_use_grad_for_differentiable``) in code that imports ``torch._dynamo`` on the first call
+    (1-1.5 s, sympy and triton included), only so that a ``torch.compile`` trace skips them or
+    breaks its graph there. No trace can run before ``torch._dynamo`` is imported, so until it
+    is, the unwrapped methods do the same work; once it is, torch's own wrappers run."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if _dynamo_loaded():
+            return super().add_param_group(param_group)
+        return _unwrapped(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if _dynamo_loaded():
+            return super().zero_grad(set_to_none)
+        return _unwrapped(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+
+    def step(self, closure=None):
+        if _dynamo_loaded():
+            return super().step(closure)
+        # What _use_grad_for_differentiable does outside a trace (its graph breaks are no-ops).
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return _unwrapped(torch.optim.Adam.step)(self, closure)
+
+
 def build_optimizer(model: torch.nn.Module, train: Mapping[str, Any]) -> torch.optim.Optimizer:
     """Adam over every trainable parameter (the seeds all use Adam)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -236,5 +273,5 @@ def build_optimizer(model: torch.nn.Module, train: Mapping[str, Any]) -> torch.o
     # The fused kernel does one pass over each parameter (plain Adam does several): on CPU it
     # cuts the optimizer step of a 4096 x 4096 layer from ~80 to ~13 ms.
     if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
-        return torch.optim.Adam(params, fused=True, **settings)
-    return torch.optim.Adam(params, **settings)
+        return _Adam(params, fused=True, **settings)
+    return _Adam(params, **settings)
