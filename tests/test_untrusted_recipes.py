@@ -661,3 +661,14 @@ def test_zoo_run_refuses_a_batch_that_cannot_fit_before_making_a_run_folder(monk
     err = capsys.readouterr().err
     assert "realnvp_moons.yaml" in err and "1000000 needs at least" in err and "ZOO_ALLOW_LARGE=1" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_model_catalogue_skips_a_bomb_among_its_recipes(tmp_path):
+    from zoo.plugins.pretrained import catalogue
+
+    write(tmp_path, alias_bomb(), "bomb.yaml")
+    write(tmp_path, "name: ok\ndataset: moons\nmodel: {layers: []}\nhub: {repo_id: org/ok}\n", "ok.yaml")
+    start = time.perf_counter()
+    found = catalogue(tmp_path)
+    assert time.perf_counter() - start < 1.0
+    assert list(found) == ["ok"] and found["ok"]["repo_id"] == "org/ok"

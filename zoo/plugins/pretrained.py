@@ -10,12 +10,12 @@ sha256, recipe, summary, published}``: ``recipe`` is the recipe's path relative 
 root, ``summary`` its ``description``, and ``published`` defaults to whether a revision is pinned.
 ``zoo pull NAME`` downloads exactly that commit and checks that sha256.
 
-Where the recipes are: ``ZOO_RECIPES_DIR`` if set, else the recipes shipped in the package (``zoo/recipes/``
-(a source checkout or an editable install, which is how zoo is installed today). A wheel without
-``recipes/`` gets an empty catalogue: ``ORG/NAME`` repo ids still work.
+Where the recipes are: ``ZOO_RECIPES_DIR`` if set, else the recipes shipped in the package
+(``zoo/recipes/``, which the repository's ``recipes/`` links to).
 
-Recipes are read with ``yaml.safe_load`` only, without ``extends:`` or validation, so building the
-registry stays cheap and never recurses into it. A recipe whose ``hub:`` block is malformed still
+Recipes are read with zoo's bounded YAML loader (``zoo.recipe._marks``: safe, with caps on size,
+nesting and alias expansion) only, without ``extends:`` or validation, so building the registry
+stays cheap and never recurses into it. A recipe whose ``hub:`` block is malformed still
 gives an entry, marked with ``error``, so ``zoo pull NAME`` says what to fix instead of "unknown".
 """
 
@@ -25,9 +25,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from zoo.errors import RecipeError
 from zoo.hookspecs import hookimpl
+
+MAX_RECIPE_BYTES = 2**20
 
 RECIPES_ENV = "ZOO_RECIPES_DIR"
 
@@ -80,8 +81,8 @@ def catalogue(root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]
         return found
     for path in sorted(root.rglob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
+            data = _read_recipe(path)
+        except (OSError, RecipeError):
             continue  # a broken recipe is reported by `zoo validate`, not by the catalogue
         named = entry_of(path, data, root)
         if named is None:
@@ -93,6 +94,16 @@ def catalogue(root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]
             )}
         found[name] = entry
     return found
+
+
+def _read_recipe(path: Path) -> Any:
+    from zoo.recipe._marks import load_marked
+
+    with open(path, "rb") as f:
+        raw = f.read(MAX_RECIPE_BYTES + 1)
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: larger than {MAX_RECIPE_BYTES:,} bytes")
+    return load_marked(raw.decode("utf-8", errors="replace"), str(path))[0]
 
 
 @hookimpl
