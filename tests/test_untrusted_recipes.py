@@ -672,3 +672,9 @@ def test_the_model_catalogue_skips_a_bomb_among_its_recipes(tmp_path):
     found = catalogue(tmp_path)
     assert time.perf_counter() - start < 1.0
     assert list(found) == ["ok"] and found["ok"]["repo_id"] == "org/ok"
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/null"])
+def test_a_device_named_as_the_recipe_is_refused_without_reading(special):
+    with pytest.raises(RecipeError, match="is not a regular file"):
+        zoo.load_recipe(special)

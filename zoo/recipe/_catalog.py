@@ -42,6 +42,9 @@ def resolve_recipe(text: str | os.PathLike, registry=None) -> Path:
         return path
     if path.is_dir():
         raise RecipeError(f"{text}: is a folder, not a recipe file. Name a .yaml file in it.")
+    if path.exists():  # a device, a FIFO, a socket: never read
+        raise RecipeError(f"{text}: is not a regular file (a device, a pipe or a socket); a recipe "
+                          "is a YAML file. Name a .yaml file, or a shipped recipe from `zoo list recipes`.")
     from zoo.registry import get_registry
 
     registry = registry or get_registry()
