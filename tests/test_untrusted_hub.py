@@ -526,3 +526,10 @@ def test_the_cli_refuses_an_unverifiable_file_and_accepts_it_with_the_flag(env, 
     assert "config.json" in err and "cannot be verified" in err and "Traceback" not in err
     assert main(["pull", REPO, "--allow-unverified"]) == 0
     assert "accepted without a content hash (--allow-unverified): config.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ['["a list"]', "[" * 100_000 + "]" * 100_000, "{broken"])
+def test_a_pulled_metrics_json_that_is_not_a_small_mapping_is_a_hub_error(tmp_path, text):
+    (tmp_path / "metrics.json").write_text(text)
+    with pytest.raises(HubError, match="metrics.json"):
+        hub._metrics(tmp_path, REPO, "0" * 40)

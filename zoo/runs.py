@@ -253,17 +253,7 @@ def folder_config(folder: str | os.PathLike) -> dict[str, Any]:
                 f"{config_path}: schema version {version} is newer than this zoo reads "
                 f"({SCHEMA_VERSION}); upgrade zoo (pip install -U zoo-flows)."
             )
-        return {
-            "kind": "snapshot",
-            "where": config_path,
-            "recipe": config["recipe"],
-            "recipe_sha256": checked_sha256(config.get("recipe_sha256"), config_path, "recipe_sha256"),
-            "weights_sha256": checked_sha256(config.get("weights_sha256"), config_path, "weights_sha256"),
-            "input_shape": checked_input_shape(config.get("input_shape"), config_path),
-            "n_bits": checked_n_bits(config.get("n_bits"), config_path),
-            "plugins": checked_plugins(config.get("plugins"), config_path),
-            "zoo_version": config.get("zoo_version"),
-        }
+        return {"kind": "snapshot", "recipe": config["recipe"], **_checked_facts(config, config_path)}
     recipe_path = folder / RECIPE_FILE
     if not recipe_path.is_file():
         raise WeightsError(
@@ -278,17 +268,20 @@ def folder_config(folder: str | os.PathLike) -> dict[str, Any]:
         )
     info = read_json(info_path)
     _expect(info, dict, info_path, "the top level")
+    return {"kind": "run", "recipe": recipe_path, **_checked_facts(info, info_path),
+            "status": info.get("status")}
+
+
+def _checked_facts(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The facts a config.json and a run.json share, each typed and bounded (``where``: the file)."""
     return {
-        "kind": "run",
-        "where": info_path,
-        "recipe": recipe_path,
-        "recipe_sha256": checked_sha256(info.get("recipe_sha256"), info_path, "recipe_sha256"),
-        "weights_sha256": checked_sha256(info.get("weights_sha256"), info_path, "weights_sha256"),
-        "input_shape": checked_input_shape(info.get("input_shape"), info_path),
-        "n_bits": checked_n_bits(info.get("n_bits"), info_path),
-        "plugins": checked_plugins(info.get("plugins"), info_path),
-        "zoo_version": info.get("zoo_version"),
-        "status": info.get("status"),
+        "where": path,
+        "recipe_sha256": checked_sha256(data.get("recipe_sha256"), path, "recipe_sha256"),
+        "weights_sha256": checked_sha256(data.get("weights_sha256"), path, "weights_sha256"),
+        "input_shape": checked_input_shape(data.get("input_shape"), path),
+        "n_bits": checked_n_bits(data.get("n_bits"), path),
+        "plugins": checked_plugins(data.get("plugins"), path),
+        "zoo_version": data.get("zoo_version"),
     }
 
 

@@ -35,7 +35,6 @@ Settings read at call time: ``ZOO_HUB_ENDPOINT`` (else ``HF_ENDPOINT``) for a mi
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from zoo.hub import _download as download
 from zoo.hub import _transport as transport
 from zoo.hub._folder import CONFIG_FILE, check_plugins, folder_config, load_model_folder, stage_repo
 from zoo.errors import HubError
+from zoo.runs import read_json
 from zoo.weights import WEIGHTS_FILE
 
 OPTIONAL_FILES = ("recipe.yaml", "metrics.json", "README.md", "sample.png")
@@ -246,10 +246,7 @@ def _metrics(folder: Path, repo_id: str, commit: str) -> dict[str, Any]:
     path = folder / "metrics.json"
     if not path.is_file():
         return {}
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        metrics = exc
+    metrics = read_json(path, error=HubError)  # bounded in size and depth, like every zoo JSON
     if not isinstance(metrics, dict):
         raise HubError(
             f"{repo_id}@{commit}: metrics.json is not a JSON object ({metrics}); this repo was not pushed by "
