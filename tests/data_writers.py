@@ -34,12 +34,26 @@ def idx_bytes(images: np.ndarray) -> bytes:
     return bytes([0, 0, 0x08, 3]) + struct.pack(">III", n, h, w) + images.astype(np.uint8).tobytes()
 
 
-def write_mnist(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = True) -> Path:
-    """train-images-idx3-ubyte and t10k-images-idx3-ubyte (``.gz`` if ``gz``) in ``folder``."""
+def idx_label_bytes(labels: np.ndarray) -> bytes:
+    """IDX1 unsigned-byte file: magic 00 00 08 01, one big-endian uint32 count, the labels."""
+    return bytes([0, 0, 8, 1]) + struct.pack(">I", len(labels)) + labels.astype(np.uint8).tobytes()
+
+
+def mnist_labels(count: int, offset: int = 0) -> np.ndarray:
+    return ((np.arange(count) + offset) * 7) % 10
+
+
+def write_mnist(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = True,
+                labels: bool = False) -> Path:
+    """train-images-idx3-ubyte and t10k-images-idx3-ubyte (``.gz`` if ``gz``) in ``folder``, and
+    with ``labels`` their label files (``mnist_labels``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, images in (("train-images-idx3-ubyte", pixels(n_train, (28, 28))),
-                         ("t10k-images-idx3-ubyte", pixels(n_test, (28, 28), offset=100))):
-        data = idx_bytes(images)
+    files = [("train-images-idx3-ubyte", idx_bytes(pixels(n_train, (28, 28)))),
+             ("t10k-images-idx3-ubyte", idx_bytes(pixels(n_test, (28, 28), offset=100)))]
+    if labels:
+        files += [("train-labels-idx1-ubyte", idx_label_bytes(mnist_labels(n_train))),
+                  ("t10k-labels-idx1-ubyte", idx_label_bytes(mnist_labels(n_test, offset=3)))]
+    for name, data in files:
         if gz:
             (folder / f"{name}.gz").write_bytes(gzip.compress(data))
         else:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import data_writers as w
+from zoo.data import split_labels
 from zoo.errors import DataError, RecipeError
 from zoo.plugins import datasets_images as images
 from zoo.plugins import datasets_toy as toy
@@ -390,8 +391,9 @@ def test_celeba_splits_crop_quantisation_and_attributes(tmp_path, layout, where)
             centre = image[:, 2:-2, 2:-2]  # JPEG rings a little at the crop's edges
             assert torch.equal(centre, colour[:, None, None].expand_as(centre)), (i, layout)
             assert (image - colour[:, None, None]).abs().max() <= 2  # no white border: cropped 148
-    assert data.info["attributes"] == w.CELEBA_ATTRIBUTE_NAMES
-    values = data.info["attribute_values"]
+    assert data.attributes == tuple(w.CELEBA_ATTRIBUTE_NAMES) and data.label_kind == "attributes"
+    values = {"train": split_labels(data.train), "val": split_labels(data.val)}
+    assert data.val[1][1].tolist() == [(4 + j) % 2 for j in range(3)]  # items are (x, attributes)
     assert values["val"].tolist() == [[(3 + j) % 2 for j in range(3)], [(4 + j) % 2 for j in range(3)]]
     assert values["train"].shape == (4, 3)
 
@@ -441,9 +443,9 @@ def test_image_folder_seeded_split_classes_and_preprocessing(tmp_path):
     w.write_image_folder(tmp_path / "pets", {"cat": 6, "dog": 4}, size=(12, 8))
     data = images.image_folder(root=str(tmp_path / "pets"), size=4, val_fraction=0.2, test_fraction=0.1)
     assert (len(data.train), len(data.val), len(data.test)) == (7, 2, 1)
-    assert data.shape == (3, 4, 4) and data.n_bits == 8 and data.info["classes"] == ["cat", "dog"]
-    every = [(x, int(label)) for split, xs in zip(("train", "val", "test"), splits_of(data))
-             for x, label in zip(xs, data.info["labels"][split])]
+    assert data.shape == (3, 4, 4) and data.n_bits == 8 and data.classes == ("cat", "dog")
+    every = [(x, int(label)) for split in (data.train, data.val, data.test) for x, label in
+             (split[i] for i in range(len(split)))]
     seen = set()
     for x, label in every:
         k = int(x[0, 0, 0])
@@ -467,7 +469,7 @@ def test_image_folder_split_folders_grey_and_quantised(tmp_path, monkeypatch):
     assert (len(data.train), len(data.val), len(data.test)) == (6, 2, 2)  # val: 25% of train
     x = stack(data.train)
     assert x.shape == (6, 1, 6, 6) and data.shape == (1, 6, 6) and x.max() <= 7
-    assert data.info["labels"]["test"].tolist() == [0, 0]
+    assert split_labels(data.test).tolist() == [0, 0]
     assert images.image_folder.data_shape(size=6, channels=1, n_bits=3) == ((1, 6, 6), 3)
 
 
@@ -491,3 +493,52 @@ def test_image_folder_errors(tmp_path):
         [split[i] for split in (data.train, data.val, data.test) for i in range(len(split))]
     with pytest.raises(RecipeError, match="fraction"):
         images.image_folder(root=str(tmp_path / "bad"), val_fraction=0.6, test_fraction=0.5)
+
+
+# --- labels ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_label_files_make_labelled_items(tmp_path, gz):
+    w.write_mnist(tmp_path / "MNIST" / "raw", n_train=12, n_test=5, gz=gz, labels=True)
+    data = images.mnist(data_dir=str(tmp_path), n_val=3)
+    assert data.classes == tuple("0123456789") and data.label_kind == "class"
+    expected = torch.as_tensor(w.mnist_labels(12))
+    assert torch.equal(split_labels(data.train), expected[:9]) and torch.equal(split_labels(data.val), expected[9:])
+    assert torch.equal(split_labels(data.test), torch.as_tensor(w.mnist_labels(5, offset=3)))
+    x, y = data.val[1]
+    assert x.shape == (1, 28, 28) and int(y) == int(expected[10])
+
+
+def test_mnist_without_label_files_is_unlabelled_and_says_where_they_go(tmp_path):
+    w.write_mnist(tmp_path, n_train=12, n_test=5)
+    data = images.mnist(data_dir=str(tmp_path), n_val=3)
+    assert data.classes is None and split_labels(data.train) is None
+    assert "train-labels-idx1-ubyte[.gz]" in data.info["labels_fix"]
+
+
+def test_mnist_label_file_of_another_length_or_with_bad_labels_is_refused(tmp_path):
+    folder = w.write_mnist(tmp_path, n_train=12, n_test=5, gz=False, labels=True)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(w.idx_label_bytes(np.zeros(4)))
+    with pytest.raises(DataError, match="4 labels for the 5 images"):
+        images.mnist(data_dir=str(tmp_path), n_val=3)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(w.idx_label_bytes(np.full(5, 11)))
+    with pytest.raises(DataError, match="MNIST labels are 0..9"):
+        images.mnist(data_dir=str(tmp_path), n_val=3)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(w.idx_bytes(w.pixels(5, (28, 28))))
+    with pytest.raises(DataError, match="is this an image file"):
+        images.mnist(data_dir=str(tmp_path), n_val=3)
+
+
+def test_digits_and_the_embedded_mnist_have_their_labels():
+    from sklearn.datasets import load_digits
+
+    data = images.digits()
+    assert data.classes == tuple("0123456789")
+    reference = load_digits()
+    x, y = data.test[0]
+    matches = [i for i in range(len(reference.images)) if np.array_equal(reference.images[i], x[0].numpy())]
+    assert matches and all(reference.target[i] == int(y) for i in matches)
+    embedded = images.mnist(data_dir="/nonexistent")
+    counts = torch.bincount(split_labels(embedded.train), minlength=10)
+    assert embedded.classes == tuple("0123456789") and counts.tolist() == [400] * 10

