@@ -53,3 +53,8 @@ class KernelBackendError(ZooError):
 
 class ActivationRangeError(ZooError):
     """An activation's inverse got a value outside the activation's range."""
+
+
+class ContextError(ZooError):
+    """A conditional model got a context it cannot take (wrong size, dtype or class), or a recipe
+    conditions a model on labels its data set lacks, or a layer that cannot take one."""

@@ -43,6 +43,7 @@ LOADER_KEYS = ("batch_size", "eval_batch_size")  # dataset keys for the loaders,
 COMPONENT_KEYS = {kind.recipe_key: kind.name for kind in KINDS.values() if kind.recipe_key}
 BASE_PATH = ("model", "base")  # the base distribution, a component like the others
 LAYER_LISTS = ("preamble", "layers")  # keys of `model` that hold layer lists
+LAYER_ENTRY_KEYS = ("conditioned",)  # keys of a layer entry that are zoo's, not the layer's params
 MAX_LAYER_ENTRIES = 100_000  # layers of one model, repeat blocks multiplied out
 INT_PARAM_LIMIT = 2**31  # default bound on integer component parameters (|value|)
 ALLOW_NONFINITE = "allow_nonfinite"  # schema keyword: NaN and infinity are allowed here
@@ -363,6 +364,9 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
         if kind == "datasets":
             for key in LOADER_KEYS:
                 params.pop(key, None)  # checked by the skeleton
+        if kind == "layers":
+            for key in LAYER_ENTRY_KEYS:
+                params.pop(key, None)  # checked by the skeleton
         owner = f"{KINDS[kind].singular} {name!r}"
         found: list[Problem] = []
         for error in _params_validator(json.dumps(schema, sort_keys=True)).iter_errors(params):
@@ -440,6 +444,8 @@ def _entry_schema(component, extra_keys: tuple, root: dict) -> dict:
     params.setdefault("description", component.summary or component.name)
     props = params.setdefault("properties", {})
     props["name"] = {"const": component.name}
+    if component.kind == "layers":
+        props["conditioned"] = copy.deepcopy(root["$defs"]["layer_entry"]["properties"]["conditioned"])
     for key in extra_keys:
         props[key] = copy.deepcopy(root["$defs"]["dataset"]["else"]["properties"][key])
     return params
