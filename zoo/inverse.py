@@ -95,13 +95,16 @@ def posterior_picture(model, y: torch.Tensor, truth: torch.Tensor,
     lines = draw(draws).numpy()
     true_line = draw(truth.double()[None]).numpy()[0]
     frame = Frame.around(np.concatenate([lines.reshape(-1, 2), true_line]), percentile=1.0)
-    image = Image.new("RGBA", (PANEL, PANEL), PAPER + (255,))
-    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    pen = ImageDraw.Draw(overlay)
-    alpha = max(12, min(80, int(4000 / max(len(lines), 1))))
+    # Count how many arms cross each pixel (drawing them on top of each other would saturate):
+    # ink grows with the count, so where the posterior puts its arms shows.
+    hits = np.zeros((PANEL, PANEL), dtype=np.float64)
     for line in lines:
-        pen.line([tuple(p) for p in frame.to_pixels(line, PANEL)], fill=(213, 94, 0, alpha), width=1)
-    image = Image.alpha_composite(image, overlay)
+        stroke = Image.new("L", (PANEL, PANEL), 0)
+        ImageDraw.Draw(stroke).line([tuple(p) for p in frame.to_pixels(line, PANEL)], fill=1, width=2)
+        hits += np.asarray(stroke, dtype=np.float64)
+    ink = 1 - np.exp(-hits / max(len(lines) / 40, 1))[..., None]
+    paper, orange = np.array(PAPER, dtype=np.float64), np.array((213, 94, 0), dtype=np.float64)
+    image = Image.fromarray((paper * (1 - ink) + orange * ink).round().astype(np.uint8)).convert("RGBA")
     pen = ImageDraw.Draw(image)
     pen.line([tuple(p) for p in frame.to_pixels(true_line, PANEL)], fill=(33, 78, 153, 255), width=3)
     target = frame.to_pixels(np.asarray(y, dtype=np.float64)[None], PANEL)[0]

@@ -299,21 +299,21 @@ class RunState:
     def fits_energy(self) -> bool:
         return isinstance(self.dataset, EnergyTarget)
 
-    def save_pictures(self, tag: str, nll: float | None = None) -> None:
+    def save_pictures(self, tag: str, nll: float | None = None) -> Path | None:
         """Sample grids or a density plot (``zoo.visualize``; its title gives the recipe, the
         test ``nll`` and the best epoch); for an energy target, the target beside the learned q
         (``zoo.visualize_targets``)."""
         if self.fits_energy:
-            save_target_plot(self.model, self.loss_fn, self.dataset, self.folder / "samples" / f"{tag}_target.png",
-                             name=self.recipe.component("dataset")[0])
-        elif getattr(self.task, "model_kind", "flow") != "flow":
-            return  # a classifier's pictures are its task's outputs
-        elif getattr(self.model, "conditional", False):
-            save_conditional_samples(self.model, self.folder, tag, self.recipe.train, self.dataset,
-                                     title=self.recipe["name"])
-        else:
-            save_samples(self.model, self.folder, tag, self.recipe.train, self.dataset,
-                         title=self.recipe["name"], nll=nll, epoch=self.best_epoch)
+            return save_target_plot(self.model, self.loss_fn, self.dataset,
+                                    self.folder / "samples" / f"{tag}_target.png",
+                                    name=self.recipe.component("dataset")[0])
+        if getattr(self.task, "model_kind", "flow") != "flow":
+            return None  # a classifier's pictures are its task's outputs
+        if getattr(self.model, "conditional", False):
+            return save_conditional_samples(self.model, self.folder, tag, self.recipe.train, self.dataset,
+                                            title=self.recipe["name"])
+        return save_samples(self.model, self.folder, tag, self.recipe.train, self.dataset,
+                            title=self.recipe["name"], nll=nll, epoch=self.best_epoch)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -517,8 +517,8 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
             scores["test_bpd"] = None
         scores.update({k: v for k, v in state.best_val.items() if k != "val_bpd" or state.dataset.is_image})
         sample_started = time.perf_counter()
-        state.save_pictures("final", nll=test.get("nll"))
-        sample_time = time.perf_counter() - sample_started
+        drawn = state.save_pictures("final", nll=test.get("nll"))
+        sample_time = time.perf_counter() - sample_started if drawn is not None else None
         scores.update(state.task.outputs(model, state.dataset, state.folder, recipe, log))
     metrics = {
         **scores,
@@ -526,7 +526,7 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
         "epochs": int(train_cfg["epochs"]),
         "test_examples": test["examples"],
         "ms_per_batch": 1000 * _mean(state.batch_times[1:] or state.batch_times),
-        "ms_per_sample": 1000 * sample_time / max(n_samples, 1),
+        "ms_per_sample": 1000 * sample_time / max(n_samples, 1) if sample_time is not None else None,
         "skipped_batches": state.skipped,
         "parameters": sum(p.numel() for p in model.parameters()),
         "dataset": recipe.component("dataset")[0],

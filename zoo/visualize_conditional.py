@@ -39,6 +39,12 @@ def class_grid(model, classes: Sequence[int], per_class: int, temperature: float
     return np.concatenate(rows, axis=0)
 
 
+def enlarged(picture: np.ndarray, min_width: int = 320) -> np.ndarray:
+    """Small pictures (8x8 digits) scaled up by a whole factor, pixels kept sharp."""
+    factor = max(1, min_width // picture.shape[1])
+    return picture.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else picture
+
+
 def image_grid_row(images: torch.Tensor, n_bits, pad: int) -> np.ndarray:
     """One row of tiles (``image_grid`` lays out a near-square grid; a row keeps classes apart)."""
     tiles = [image_grid(image[None], n_bits, pad=pad) for image in images]
@@ -80,7 +86,7 @@ def save_conditional_samples(model, folder: Path, tag: str, train: Mapping[str, 
         if len(model.shape) == 3:
             per_class = max(1, min(10, int(train.get("n_samples", 64)) // len(classes)))
             grid = class_grid(model, classes, per_class, float(train.get("sample_temperature", 1.0)))
-            return save_png(grid, folder / "samples" / f"{tag}_by_class.png")
+            return save_png(enlarged(grid), folder / "samples" / f"{tag}_by_class.png")
         if tuple(model.shape) == (2,) and dataset is not None:
             data = data_points(dataset)
             labels = split_labels(dataset.train)
