@@ -158,6 +158,27 @@ def zoo_bases() -> Mapping[str, Callable[..., Any]]:
     """
 
 
+
+@hookspec
+def zoo_network_layers() -> Mapping[str, Callable[..., Any]]:
+    """Network layers (not invertible: the parts of classifiers), by name.
+
+    A task that trains a network rather than a flow (``classify``) builds it from these. A
+    factory is called as ``factory(shape, **params)`` where ``shape`` is the per-sample input
+    shape (a tuple, no batch dimension). It returns a ``torch.nn.Module`` with:
+
+    - ``forward(x) -> y``: one tensor in, one out (no log-determinant);
+    - ``out_shape``: the per-sample output shape (always set, also when it equals ``shape``).
+
+    A Bayesian layer (``mnf_linear``, ``mnf_conv2d``) draws fresh noise in every ``forward``,
+    in training and evaluation alike, and also has ``kl_divergence() -> Tensor`` (a scalar): its
+    term of the ELBO's KL part, which ``zoo.classify.Classifier`` sums over its layers and the
+    loss divides by the number of training examples.
+
+    A factory should raise ``zoo.errors.ShapeError`` for a shape it cannot take, saying which
+    layer to put before it.
+    """
+
 # --- data, objectives and training --------------------------------------------------------------
 
 

@@ -32,7 +32,8 @@ class Kind:
     ``entry`` says what a plugin's mapping holds: ``"factory"`` (a callable, validated against
     its parameter schema), ``"mapping"`` (a record, e.g. a pretrained model's repo) or ``"path"``
     (a file, e.g. a shipped recipe). ``takes_shape``: the factory's first argument is a shape
-    (layers get the per-sample input shape, bases the latent shape), not a recipe parameter.
+    (layers and network layers get the per-sample input shape, bases the latent shape), not a
+    recipe parameter.
     ``recipe_key``: the top-level recipe key that names one such component (``None`` where the
     kind is named elsewhere: layers in layer lists, bases under ``model``).
     """
@@ -58,6 +59,8 @@ KINDS: dict[str, Kind] = {
     for kind in (
         Kind("layers", "zoo_layers", "layer", takes_shape=True),
         Kind("bases", "zoo_bases", "base distribution", takes_shape=True),
+        Kind("network_layers", "zoo_network_layers", "network layer", ("network-layers",),
+             takes_shape=True),
         Kind("datasets", "zoo_datasets", "dataset", recipe_key="dataset"),
         Kind("losses", "zoo_losses", "loss", recipe_key="loss"),
         Kind("gradient_modes", "zoo_gradient_modes", "gradient mode", ("gradient-modes", "modes"),
