@@ -140,6 +140,9 @@ def build_layers(
     flags = recipe.layer_conditioning()
     for index, (path, name, params) in enumerate(recipe.layers()):
         where = f"{path} (layer {index}, {name!r})"
+        if not registry.has("layers", name) and registry.has("network_layers", name):
+            raise RecipeError(f"{recipe.where}: {where}: {name!r} is a network layer of classifiers, "
+                              "not an invertible flow layer; it belongs in a recipe with task: classify")
         extra = _layer_context(recipe, registry, name, where, flags[index], context_features)
         try:
             layer = call_factory(

@@ -224,6 +224,8 @@ def plugins_used(recipe: Recipe) -> dict[str, dict[str, str]]:
     by_name = {p.name: p for p in registry.plugins}
     used = {}
     for kind, name in recipe.components():
+        if kind == "layers" and not registry.has(kind, name):
+            kind = "network_layers"  # a classifier's layer
         plugin = by_name[registry.get(kind, name).plugin]
         used[plugin.name] = {"distribution": plugin.distribution, "version": plugin.version}
     return dict(sorted(used.items()))

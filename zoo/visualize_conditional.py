@@ -41,7 +41,7 @@ def class_grid(model, classes: Sequence[int], per_class: int, temperature: float
 
 def enlarged(picture: np.ndarray, min_width: int = 320) -> np.ndarray:
     """Small pictures (8x8 digits) scaled up by a whole factor, pixels kept sharp."""
-    factor = max(1, min_width // picture.shape[1])
+    factor = max(1, -(-min_width // picture.shape[1]))  # rounded up
     return picture.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else picture
 
 

@@ -15,7 +15,7 @@ classify.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import torch
 from torch.utils.data import DataLoader
@@ -143,6 +143,122 @@ class InverseProblemTask(DensityTask):
         return metrics
 
 
+class FlowFeatures(torch.nn.Module):
+    """A flow layer inside a classifier: its output y, its log-determinant dropped (Inverse-Flow's
+    classifier stacks inverse convolutions before a linear head)."""
+
+    def __init__(self, layer: torch.nn.Module, shape: tuple[int, ...]):
+        super().__init__()
+        self.layer = layer
+        self.out_shape = tuple(getattr(layer, "out_shape", shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)[0]
+
+
+class ClassifyTask:
+    """A classifier p(y | x) of the data set's classes, trained by cross-entropy, or by the ELBO
+    (NLL + KL / N) when it has Bayesian layers (MNF); metrics from ``eval_samples`` forward
+    passes per test input (one pass without Bayesian layers)."""
+
+    name = "classify"
+    model_kind = "classifier"
+
+    def __init__(self, eval_samples: int = 10, rotated_digit: int | None = 9, figure_samples: int = 500):
+        if eval_samples < 1 or figure_samples < 1:
+            raise RecipeError("classify: eval_samples and figure_samples must be >= 1")
+        self.eval_samples, self.figure_samples = int(eval_samples), int(figure_samples)
+        self.rotated_digit = rotated_digit
+        self.n_train: int | None = None
+
+    def build_model(self, recipe, shape, n_bits, registry, labels):
+        from zoo.assemble import call_factory
+        from zoo.classify import Classifier
+
+        if not labels or labels.get("kind") != "class":
+            raise ContextError(f"{recipe.where}: $.task: classify needs a data set with classes; "
+                               f"{labels.get('dataset') if labels else 'this one'!r} has none")
+        if recipe.context is not None:
+            raise RecipeError(f"{recipe.where}: $.context: a classifier is not conditioned on its "
+                              "labels, it predicts them; remove context:")
+        modules, shape = [], tuple(shape)
+        input_shape = shape
+        for index, (path, name, params) in enumerate(recipe.layers()):
+            where = f"{path} (layer {index}, {name!r})"
+            kind = "network_layers" if registry.has("network_layers", name) else "layers"
+            module = call_factory(recipe, kind, name, where, lambda f, s=shape: f(s, **params), registry)
+            if kind == "layers":
+                if hasattr(module, "factor"):
+                    raise RecipeError(f"{recipe.where}: {where}: a factoring layer cannot be part of "
+                                      "a classifier")
+                module = FlowFeatures(module, shape)
+            shape = tuple(getattr(module, "out_shape", shape))
+            modules.append(module)
+        classes = len(labels["names"])
+        if shape != (classes,):
+            raise RecipeError(f"{recipe.where}: $.model.layers: the classifier ends with shape {shape}, "
+                              f"but the data set has {classes} classes; end with "
+                              f"{{name: linear, out_features: {classes}}} (or mnf_linear)")
+        model = Classifier(modules)
+        model.shape, model.n_bits = input_shape, n_bits  # what the weights' metadata records
+        return model
+
+    def check(self, recipe, dataset) -> None:
+        if dataset.label_kind != "class":
+            raise ContextError(f"{recipe.where}: $.task: classify needs a data set with classes")
+        mode = recipe.component("gradient_mode")[0]
+        if mode != "exact":
+            raise RecipeError(f"{recipe.where}: $.gradient_mode: {mode!r} is for flows; a classifier "
+                              "trains with gradient_mode: exact")
+        self.n_train = len(dataset.train)
+
+    def initialize(self, model, x, y) -> None:
+        pass
+
+    def step_loss(self, model, x, y, mode, loss_fn):
+        from zoo.classify import elbo_loss
+
+        logits = model(x)
+        loss = elbo_loss(logits, y, model.kl_divergence(), self.n_train or x.shape[0])
+        return loss, {}
+
+    @torch.no_grad()
+    def evaluate(self, model, loader: DataLoader, device) -> Evaluation:
+        from zoo.classify import classification_metrics, predictive
+
+        samples = self.eval_samples if model.bayesian else 1
+        probs, labels = [], []
+        for item in loader:
+            x, y = split_item(item, device)
+            probs.append(predictive(model, x, samples).mean.cpu())
+            labels.append(y.cpu())
+        values = classification_metrics(torch.cat(probs), torch.cat(labels))
+        line = f"accuracy {values['accuracy']:.4f}, NLL {values['nll']:.4f} nats, ECE {values['ece']:.4f}"
+        return Evaluation(values["nll"], values, line, sum(len(y) for y in labels))
+
+    def outputs(self, model, dataset, folder, recipe, log) -> dict[str, Any]:
+        """torch-mnf's rotated-digit figure (when the data set has that class): the per-class
+        softmax of ``figure_samples`` passes at 0..180 degrees, and its predictive entropies."""
+        from zoo.classify import predictive_entropy, rotation_predictions, save_rotation_figure
+
+        if self.rotated_digit is None or str(self.rotated_digit) not in (dataset.classes or ()):
+            return {}
+        labels = split_labels(dataset.test)
+        wanted = dataset.classes.index(str(self.rotated_digit))
+        index = int((labels == wanted).nonzero()[0]) if (labels == wanted).any() else None
+        if index is None:
+            return {}
+        image = dataset.test[index][0].to(next(model.parameters()).device)
+        rotated, probs = rotation_predictions(model, image, samples=self.figure_samples)
+        entropies = [float(e) for e in predictive_entropy(probs.mean(1))]
+        try:
+            save_rotation_figure(folder / "samples" / f"final_rotated_{self.rotated_digit}.png",
+                                 rotated.cpu() / max(float(rotated.max()), 1e-12), {recipe["name"]: probs.cpu()})
+        except ImportError:
+            log("note: the rotated-digit figure needs matplotlib (pip install matplotlib)")
+        return {"rotated_entropy": entropies}
+
+
 def density() -> DensityTask:
     """Density estimation (the default): maximum likelihood of p(x), or p(x | context)."""
     return DensityTask()
@@ -159,17 +275,43 @@ def inverse_problem(posterior_samples: int = 500, calibration_examples: int = 20
     return InverseProblemTask(posterior_samples, calibration_examples, example)
 
 
-def _tasks() -> dict[str, Any]:
-    tasks: dict[str, Any] = {"density": density, "generative_classify": generative_classify,
-                             "inverse_problem": inverse_problem}
-    try:
-        from zoo.classify import classify
-    except ImportError:  # zoo.classify not there (a partial install): the other tasks still work
-        return tasks
-    tasks["classify"] = classify
-    return tasks
+def classify(eval_samples: int = 10, rotated_digit: Optional[int] = 9,
+             figure_samples: int = 500) -> ClassifyTask:
+    """A classifier of the data set's classes: cross-entropy, or the ELBO with MNF layers."""
+    return ClassifyTask(eval_samples, rotated_digit, figure_samples)
+
+
+classify.params_schema = {
+    "type": "object",
+    "properties": {
+        "eval_samples": {"description": "Predictive samples per test input (Bayesian layers).",
+                         "type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
+        "rotated_digit": {"description": "The class whose rotated test image the figure shows (null: none).",
+                          "type": ["integer", "null"], "minimum": 0, "maximum": 9, "default": 9},
+        "figure_samples": {"description": "Softmax samples per angle in the rotated-digit figure.",
+                           "type": "integer", "minimum": 1, "maximum": 5000, "default": 500},
+    },
+    "additionalProperties": False,
+}
+generative_classify.params_schema = {
+    "type": "object",
+    "properties": {"prior": {"description": "log p(y): the training classes' frequencies, or uniform.",
+                             "enum": ["empirical", "uniform"], "default": "empirical"}},
+    "additionalProperties": False,
+}
+inverse_problem.params_schema = {
+    "type": "object",
+    "properties": {
+        "posterior_samples": {"type": "integer", "minimum": 10, "maximum": 100000, "default": 500},
+        "calibration_examples": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 200},
+        "example": {"description": "The test pair whose posterior the picture shows.",
+                    "type": "integer", "minimum": 0, "default": 0},
+    },
+    "additionalProperties": False,
+}
 
 
 @hookimpl
 def zoo_tasks():
-    return _tasks()
+    return {"density": density, "generative_classify": generative_classify,
+            "inverse_problem": inverse_problem, "classify": classify}

@@ -348,6 +348,8 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
         if name is None:
             continue  # malformed entry: stage 1 reported it
         name_path = path if isinstance(entry, str) else path + ("name",)
+        if kind == "layers" and not registry.has(kind, name) and registry.has("network_layers", name):
+            kind = "network_layers"  # a classifier's layer (task: classify); assembly checks the task
         if not registry.has(kind, name):
             problems.append(Problem(name_path, unknown_name_message(kind, name, registry.names(kind))))
             continue
@@ -364,7 +366,7 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
         if kind == "datasets":
             for key in LOADER_KEYS:
                 params.pop(key, None)  # checked by the skeleton
-        if kind == "layers":
+        if kind in ("layers", "network_layers"):
             for key in LAYER_ENTRY_KEYS:
                 params.pop(key, None)  # checked by the skeleton
         owner = f"{KINDS[kind].singular} {name!r}"
@@ -419,6 +421,15 @@ def composed_schema(registry: Registry) -> dict:
                     "then": {"$ref": "#/$defs/" + _pointer_escape(ref)},
                 }
             )
+        if def_name == "layer_entry":  # a classifier's network layers are layer entries too
+            for name in registry.names("network_layers"):
+                ref = f"network_layer.{name}"
+                defs[ref] = _entry_schema(registry.get("network_layers", name), extra, schema)
+                branches.append({
+                    "if": {"type": "object", "required": ["name"], "properties": {"name": {"const": name}}},
+                    "then": {"$ref": "#/$defs/" + _pointer_escape(ref)},
+                })
+            names = names + registry.names("network_layers")
         name_schema = {"description": f"A registered {KINDS[kind].singular}.", "enum": names}
         if def_name == "layer_entry":
             entry = defs["layer_entry"]
