@@ -152,6 +152,8 @@ def _print_details(kind, component) -> None:
     body = "\n".join(doc.splitlines()[1:]).strip()
     if body:
         print(textwrap.indent(body, "      "))
+    if getattr(component.factory, "takes_context", False):
+        print("      conditional: takes the context of a recipe with context: (conditioned: false opts out)")
     properties = (component.params_schema or {}).get("properties", {})
     required = set((component.params_schema or {}).get("required", []))
     for name, prop in properties.items():
