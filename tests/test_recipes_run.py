@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 import zoo
 from zoo.assemble import energy_target_names
@@ -38,7 +39,8 @@ FILE_DATA = {
 
 
 # Synthetic data drawn at build time: fewer draws keep it quick.
-DRAWN = ("moons", "gaussian", "eight_gaussians", "checkerboard", "two_spirals", "rings")
+DRAWN = ("moons", "gaussian", "eight_gaussians", "checkerboard", "two_spirals", "rings",
+         "inverse_kinematics")
 
 
 def write_power(folder):
@@ -78,4 +80,9 @@ def test_recipe_trains_on_a_tiny_budget(name, tmp_path, monkeypatch):
     assert math.isfinite(result.metrics["test_free_energy" if energy else "test_nll"]), result.metrics
     assert (result.folder / "model.safetensors").is_file()
     _, model = zoo.load_run(result.folder)
-    assert model.sample(2).shape[1:] == tuple(model.shape)
+    if not hasattr(model, "sample"):  # a classifier: it predicts
+        assert model(torch.zeros(2, *model.shape)).shape == (2, len(model.class_names))
+        return
+    encoder = model.context_encoder
+    context = None if encoder is None else 0 if encoder.kind == "class" else torch.zeros(encoder.shape)
+    assert model.sample(2, context=context).shape[1:] == tuple(model.shape)

@@ -254,6 +254,10 @@ def build_model(
 def build_task(recipe: Recipe | Mapping[str, Any], registry: Registry | None = None):
     """The recipe's task (``zoo.tasks``), built by its plugin; ``density`` by default."""
     recipe, registry = as_recipe(recipe), registry or get_registry()
+    if "task" not in recipe:  # the default needs no plugin (a registry may hold only a plugin's own)
+        from zoo.plugins.tasks import density
+
+        return density()
     name, params = recipe.task
     return call_factory(recipe, "tasks", name, "$.task", lambda f: f(**params), registry)
 

@@ -79,6 +79,9 @@ def class_log_likelihoods(model, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def mean_nll(model, loader: DataLoader, device: torch.device) -> tuple[float, int]:
     """Exact mean -log p(x) (or -log p(x | y) for a conditional flow) over a split, and its size."""
+    from zoo.train import refuse_energy_split
+
+    refuse_energy_split(loader)
     model.eval()
     total, count = 0.0, 0
     for item in loader:

@@ -164,11 +164,7 @@ def lr_schedule(train: Mapping[str, Any]) -> NoSchedule | PlateauSchedule:
 @torch.no_grad()
 def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
     """Exact mean NLL (nats) over a split, and bits/dim; layers run their exact (eval) paths."""
-    if _is_placeholders(getattr(loader, "dataset", None)):
-        raise RecipeError(
-            "this model fits an energy target, which has no data to score: its free energy and "
-            "KL estimates are in the run folder's metrics.json (test_free_energy, test_kl)"
-        )
+    refuse_energy_split(loader)
     model.eval()
     total, count = 0.0, 0
     for item in loader:
@@ -178,6 +174,15 @@ def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict
     model.train()
     nll = total / max(count, 1)
     return {"nll": nll, "bpd": nll / (model.dim * math.log(2)), "examples": count}
+
+
+def refuse_energy_split(loader: DataLoader) -> None:
+    """An energy target's split has no data to score: a RecipeError saying where its scores are."""
+    if _is_placeholders(getattr(loader, "dataset", None)):
+        raise RecipeError(
+            "this model fits an energy target, which has no data to score: its free energy and "
+            "KL estimates are in the run folder's metrics.json (test_free_energy, test_kl)"
+        )
 
 
 def _is_placeholders(split) -> bool:
