@@ -53,3 +53,7 @@ class KernelBackendError(ZooError):
 
 class ActivationRangeError(ZooError):
     """An activation's inverse got a value outside the activation's range."""
+
+
+class LabelError(ZooError):
+    """A data set's labels cannot answer what was asked: it has none, or no such class or attribute."""
