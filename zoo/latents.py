@@ -12,7 +12,7 @@
 Encoding is deterministic: discrete data are dequantized at the centre of their cell (x + 1/2
 instead of x + U[0, 1)), so a latent names one image and ``decode(encode(x)) == x`` (the
 ``dequantize`` inverse floors). An attribute's direction is the seed's (kamenbliznashki Glow):
-``dz = mean z(with) - mean z(without)`` over the first N training images, where "with" is a
+``dz = mean z(with) - mean z(without)`` over N training images, where "with" is a
 class (``FlowDataset.classes``; ``against`` another class gives the class-to-class direction,
 "3 -> 8") or a binary attribute (``FlowDataset.attributes``, CelebA's "Smiling"); the latents of
 the training images are cached (``zoo._latent_cache``). ``zoo.score_folder`` (``zoo.score``)
@@ -233,41 +233,49 @@ def resolve_label(names: Sequence[str], wanted: str | int, kind: str, where: str
                      f"{what}{'es' if what == 'class' else 's'} (by name or index 0..{len(names) - 1}): {shown}")
 
 
+def example_indices(size: int, examples: int) -> torch.Tensor:
+    """``min(examples, size)`` indices spread evenly over a split of ``size`` items (all of
+    them when ``examples >= size``): a folder's split sorted by class gives every class its share."""
+    count = min(int(examples), size)
+    if count < 1:
+        raise ZooError(f"--examples {examples}: must be at least 1")
+    return torch.arange(size) if count == size else torch.linspace(0, size - 1, count).round().long()
+
+
 def training_latents(model: FlowModel, dataset: FlowDataset, examples: int = DEFAULT_EXAMPLES,
                      cache: Path | None = None,
                      progress: Callable[[str], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Latents (N, D) and labels (N, ...) or None of the first N = min(examples, len(train))
-    training images; read from / written to ``cache`` (a file) when given."""
+    """Latents (N, D) and labels (N, ...) or None of N = min(examples, len(train)) training
+    images spread evenly over the split (``example_indices``); read from / written to ``cache``
+    (a file) when given."""
     split = dataset.train
-    count = min(int(examples), len(split))
-    if count < 1:
-        raise ZooError(f"--examples {examples}: must be at least 1")
+    indices = example_indices(len(split), examples)
     labels = split_labels(split)
+    labels = None if labels is None else labels[indices]
     key = None
     if cache is not None:
         key = {"weights_sha256": _latent_cache.weights_sha256(model),
-               "data": _latent_cache.data_fingerprint(dataset)}
+               "data": _latent_cache.data_fingerprint(dataset), "examples": str(len(indices))}
         cached = _latent_cache.read(cache, key, model.latent_dim)
-        if cached is not None and len(cached[0]) >= count:
-            return cached[0][:count], None if labels is None else labels[:count]
+        if cached is not None and len(cached[0]) == len(indices):
+            return cached[0], labels
     if progress is not None:
-        progress(f"encoding {count:,} training images (cached for the next call)" if cache is not None
-                 else f"encoding {count:,} training images")
+        progress(f"encoding {len(indices):,} training images" + (" (cached for the next call)" if cache is not None else ""))
     parts = []
-    for start in range(0, count, BATCH):
-        images = torch.stack([first_tensor(split[i]) for i in range(start, min(start + BATCH, count))])
-        parts.append(encode(model, images))
+    for chunk in indices.split(BATCH):
+        parts.append(encode(model, torch.stack([first_tensor(split[int(i)]) for i in chunk])))
     z = torch.cat(parts)
     if cache is not None:
-        _latent_cache.write(cache, key, z, None if labels is None else labels[:count])
-    return z, None if labels is None else labels[:count]
+        _latent_cache.write(cache, key, z, labels)
+    return z, labels
 
 
 def attribute_direction(model: FlowModel, dataset: FlowDataset, attribute: str | int, *,
                         against: str | int | None = None, examples: int = DEFAULT_EXAMPLES,
                         cache: Path | None = None, where: str = "the data set",
                         progress: Callable[[str], None] | None = None) -> Direction:
-    """The latent direction of a class or attribute over the first ``examples`` training images.
+    """The latent direction of a class or attribute over ``examples`` training images (spread
+    evenly over the split; the seed took the first 30,000 of CelebA's 162,770).
 
     Classes: positives are the images of class ``attribute``, negatives those of class
     ``against`` (or every other class). Attributes: positives have it, negatives do not."""
@@ -294,7 +302,7 @@ def attribute_direction(model: FlowModel, dataset: FlowDataset, attribute: str |
     for count, what in ((int(positive.sum()), names[index]),
                         (int(negative.sum()), names[against_index] if against_index is not None else f"not {names[index]}")):
         if count == 0:
-            raise LabelError(f"none of the first {len(z):,} training images is {what!r}, so its mean latent "
+            raise LabelError(f"none of the {len(z):,} training images used is {what!r}, so its mean latent "
                              "is unknown; raise --examples (the training split has "
                              f"{len(dataset.train):,} images)")
     delta = z[positive].double().mean(0) - z[negative].double().mean(0)
