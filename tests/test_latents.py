@@ -285,6 +285,11 @@ def test_training_latents_are_cached_and_a_stale_cache_is_never_used(tmp_path, m
     assert calls  # other images: computed
     calls.clear()
     z = latents.training_latents(model, dataset, 20, cache)[0]
+    assert not calls
+    whole, _ = latents.training_latents(model, dataset, 80, cache)  # the whole split
+    assert calls and torch.equal(whole[latents.example_indices(80, 20)], z)
+    calls.clear()
+    assert torch.equal(latents.training_latents(model, dataset, 20, cache)[0], z) and not calls  # from the whole
 
     with torch.no_grad():
         next(model.parameters()).add_(0.5)  # other weights: the cache is stale

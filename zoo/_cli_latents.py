@@ -13,14 +13,11 @@ import os
 import sys
 from pathlib import Path
 
+from zoo.cli import MAX_GRID, UsageError
 from zoo.errors import ZooError
 
 MAX_TEMPERATURES = 32
 MAX_STRIP = 64  # alphas or interpolation steps in one strip
-
-
-class UsageError(ZooError):
-    """A command-line value out of its range."""
 
 
 # --- shared -------------------------------------------------------------------------------------
@@ -30,7 +27,14 @@ def open_source(spec: str):
     """``(recipe, model, run folder or None)``; the folder is where the latents are cached."""
     from zoo.runs import open_model
 
+    import torch
+
+    from zoo.train import pick_threads
+
     recipe, model = open_model(spec)
+    # as `zoo run`: a small model runs on one thread (on 2 shared cores a second one made
+    # encoding 2.5x slower, not faster)
+    torch.set_num_threads(pick_threads(recipe.train.get("threads", "auto"), model))
     folder = Path(spec).expanduser()
     return recipe, model, folder if folder.is_dir() else None
 
@@ -108,8 +112,6 @@ def sample_temperatures(args, recipe, model) -> int:
     temperatures = numbers(args.temperatures, "--temperatures")
     if any(t < 0 for t in temperatures) or len(temperatures) > MAX_TEMPERATURES:
         raise UsageError(f"--temperatures {args.temperatures}: 1 to {MAX_TEMPERATURES} values, each >= 0")
-    from zoo.cli import MAX_GRID
-
     if args.n * len(temperatures) > MAX_GRID:
         raise UsageError(f"-n {args.n} x {len(temperatures)} temperatures: at most {MAX_GRID:,} images in one grid")
     folder = Path(args.source).expanduser()

@@ -4,8 +4,8 @@ Encoding thousands of training images is the slow part of ``zoo manipulate`` and
 FOLDER``; their latents are kept (``latents.safetensors`` in a run folder, else
 ``<cache dir>/latents/<weights sha256>.safetensors``) with the facts they depend on in the
 file's metadata: the sha256 of the model's weights (every tensor of its state dict: names,
-dtypes, shapes, bytes), a fingerprint of the data set, the number of images, and this format's
-version. A cache whose
+dtypes, shapes, bytes), a fingerprint of the data set, and this format's version. A cache of
+the whole training split serves any number of images. A cache whose
 facts differ, or that is damaged, is ignored and rewritten; writes are atomic.
 """
 

@@ -252,21 +252,23 @@ def training_latents(model: FlowModel, dataset: FlowDataset, examples: int = DEF
     indices = example_indices(len(split), examples)
     labels = split_labels(split)
     labels = None if labels is None else labels[indices]
-    key = None
+    key = cached = None
     if cache is not None:
         key = {"weights_sha256": _latent_cache.weights_sha256(model),
-               "data": _latent_cache.data_fingerprint(dataset), "examples": str(len(indices))}
+               "data": _latent_cache.data_fingerprint(dataset)}
         cached = _latent_cache.read(cache, key, model.latent_dim)
-        if cached is not None and len(cached[0]) == len(indices):
-            return cached[0], labels
+        # the indices depend on the two counts only: a cache of as many images is of these ones,
+        # and one of the whole split holds every subset
+        if cached is not None and len(cached[0]) in (len(indices), len(split)):
+            return (cached[0] if len(cached[0]) == len(indices) else cached[0][indices]), labels
     if progress is not None:
         progress(f"encoding {len(indices):,} training images" + (" (cached for the next call)" if cache is not None else ""))
     parts = []
     for chunk in indices.split(BATCH):
         parts.append(encode(model, torch.stack([first_tensor(split[int(i)]) for i in chunk])))
     z = torch.cat(parts)
-    if cache is not None:
-        _latent_cache.write(cache, key, z, labels)
+    if cache is not None and not (cached is not None and len(cached[0]) == len(split)):
+        _latent_cache.write(cache, key, z, labels)  # never replacing the whole split's by a subset
     return z, labels
 
 
