@@ -512,3 +512,37 @@ def test_a_pulled_model_manipulates_interpolates_and_scores(capsys, pulled, tmp_
     assert (tmp_path / "scores-mixed" / "scores.csv").is_file() and "ROC AUC" in stdout
     code, stdout, err = zoo_cli(capsys, "sample", pulled, "--temperatures", "0,1", "-n", 2)
     assert code == 0 and Path("sample_temperatures.png").is_file()
+
+
+def test_manipulate_celeba_attributes_by_name(capsys, tmp_path, monkeypatch):
+    """CelebA's attribute file gives the names; --from is for classes only."""
+    from data_writers import write_celeba
+
+    write_celeba(tmp_path / "data" / "celeba")
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
+    recipe = tmp_path / "faces.yaml"
+    recipe.write_text("""\
+name: tinyfaces
+dataset: {name: celeba, size: 32, batch_size: 2}
+model:
+  layers:
+    - {name: dequantize}
+    - {name: normalize, scale: 32.0}
+    - {name: logit, alpha: 0.05}
+    - {name: squeeze}
+    - {name: affine_coupling, hidden: 4}
+train: {epochs: 1, max_steps_per_epoch: 1, n_samples: 2}
+""")
+    assert zoo_cli(capsys, "run", recipe, "--out", tmp_path / "run", "--no-progress")[0] == 0
+    out = tmp_path / "smile.png"
+    code, stdout, err = zoo_cli(capsys, "manipulate", tmp_path / "run", "--attribute", "smiling", "--alphas", "0,1.6",
+                                "--out", out)
+    assert code == 0, err
+    assert "towards Smiling" in stdout and out.is_file()
+    from zoo._figure import text_size
+
+    assert Image.open(out).width > text_size("tinyfaces: towards Smiling, z + alpha dz", 15)[0]  # the title fits
+    code, _, err = zoo_cli(capsys, "manipulate", tmp_path / "run", "--attribute", "Smilng")
+    one_clear_error(code, err, "no attribute 'Smilng'", "Did you mean 'Smiling'", "'5_o_Clock_Shadow'")
+    code, _, err = zoo_cli(capsys, "manipulate", tmp_path / "run", "--attribute", "Smiling", "--from", "Male")
+    one_clear_error(code, err, "--from names a class")

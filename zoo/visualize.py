@@ -98,7 +98,7 @@ def image_rows(rows: Sequence[torch.Tensor], n_bits: int | None, row_labels: Seq
     left = 12 + max((text_size(label, size)[0] for label in row_labels), default=0)
     caption = 18 if any(any(labels) for labels in tile_labels) else 0
     top = 34 if title else 10
-    width = left + max(counts) * (tw + gap) + 6
+    width = max(left + max(counts) * (tw + gap) + 6, text_size(title, 15)[0] + 20 if title else 0)
     height = top + len(rows) * (th + caption + gap) + 6
     picture = Image.new("RGB", (width, height), PAPER)
     draw = ImageDraw.Draw(picture)
