@@ -34,4 +34,5 @@ def test_layer_contract(component, example):
         input=example["input"],
         atol=example["atol"],
         perturb=example["perturb"],
+        context=example["context"],
     )

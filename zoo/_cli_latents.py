@@ -45,7 +45,15 @@ def latent_cache(model, folder: Path | None) -> Path:
     return cache_file(folder, weights_sha256(model))
 
 
-def require_images(model, spec: str, command: str) -> None:
+def require_images(model, spec: str, command: str, conditional: bool = False) -> None:
+    """Refuse what has no latent space of images: a classifier, a non-image model, and (unless
+    ``conditional``) a conditional flow, whose latents depend on the context it is given."""
+    if not hasattr(model, "inverse") or not hasattr(model, "latent_dim"):
+        raise UsageError(f"{spec} is a classifier: it has no latent space; `zoo {command}` takes a flow")
+    if getattr(model, "conditional", False) and not conditional:
+        raise UsageError(f"{spec} is a conditional model: its latents depend on the context; `zoo {command}` "
+                         f"takes unconditional flows (`zoo sample {spec} --context C --temperatures 0,0.5,1` "
+                         "draws one context's temperature grid)")
     if len(model.shape) != 3:
         raise UsageError(f"{spec}: `zoo {command}` works on image models; this model's data have "
                          f"shape {tuple(model.shape)}")
@@ -108,7 +116,7 @@ def sample_temperatures(args, recipe, model) -> int:
     from zoo.latents import temperature_grid
     from zoo.visualize import image_rows, save_png
 
-    require_images(model, args.source, "sample --temperatures")
+    require_images(model, args.source, "sample --temperatures", conditional=True)  # inside model.given
     temperatures = numbers(args.temperatures, "--temperatures")
     if any(t < 0 for t in temperatures) or len(temperatures) > MAX_TEMPERATURES:
         raise UsageError(f"--temperatures {args.temperatures}: 1 to {MAX_TEMPERATURES} values, each >= 0")

@@ -17,8 +17,9 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from zoo.budget import check_budget
+from zoo.conditioning import ContextEncoder, encoder_for, is_conditioned, takes_context
 from zoo.data import EnergyTarget, FlowDataset
-from zoo.errors import PluginError, RecipeError, ShapeError, ZooError
+from zoo.errors import ContextError, PluginError, RecipeError, ShapeError, ZooError
 from zoo.flow import FlowModel
 from zoo.recipe import Recipe, load_recipe
 from zoo.registry import PLUGIN_FAILURES, KINDS, Registry, get_registry
@@ -94,18 +95,58 @@ def data_shape(
     return tuple(shape), n_bits
 
 
+def label_facts(dataset: FlowDataset, name: str = "") -> dict[str, Any]:
+    """What a data set's labels are, for a conditional model: ``kind`` ("class", "attributes",
+    "observed" or None), ``names``, ``shape``; plus ``dataset`` and the data set's own ``fix``
+    (where label files go) for messages. run.json keeps the first three."""
+    kind = dataset.label_kind
+    names = dataset.classes if kind == "class" else dataset.attributes if kind == "attributes" else None
+    shape = (list(dataset.observed) if kind == "observed" else
+             [len(names)] if kind == "attributes" else None)
+    return {"kind": kind, "names": list(names) if names is not None else None, "shape": shape,
+            "dataset": name, "fix": dataset.info.get("labels_fix")}
+
+
+def dataset_label_facts(recipe: Recipe, registry: Registry) -> dict[str, Any]:
+    """``label_facts`` of the recipe's data set (built: labels come with the data)."""
+    return label_facts(build_dataset(recipe, registry), recipe.component("dataset")[0])
+
+
+def build_context(recipe: Recipe, labels: Mapping[str, Any] | None, registry: Registry) -> ContextEncoder | None:
+    """The ContextEncoder of a conditional recipe (None for an unconditional one)."""
+    if recipe.context is None:
+        return None
+    facts = dict(labels) if labels is not None else dataset_label_facts(recipe, registry)
+    facts.setdefault("dataset", recipe.component("dataset")[0])
+    return encoder_for(recipe.context, facts, recipe.where)
+
+
+def conditionable_layers(registry: Registry) -> list[str]:
+    return sorted(c.name for c in registry.components("layers") if takes_context(c.factory))
+
+
 def build_layers(
-    recipe: Recipe | Mapping[str, Any], shape: Sequence[int], registry: Registry | None = None
+    recipe: Recipe | Mapping[str, Any], shape: Sequence[int], registry: Registry | None = None,
+    context_features: int = 0,
 ) -> list[torch.nn.Module]:
-    """Instantiate the recipe's layers in order, carrying the per-sample shape from one to the next."""
+    """Instantiate the recipe's layers in order, carrying the per-sample shape from one to the next.
+
+    With ``context_features`` (a conditional recipe), each layer whose factory ``takes_context``
+    is built with it, unless its entry says ``conditioned: false``; an entry saying
+    ``conditioned: true`` of a layer that cannot take a context is a ContextError."""
     recipe, registry = as_recipe(recipe), registry or get_registry()
     layers: list[torch.nn.Module] = []
     shape = tuple(shape)
+    flags = recipe.layer_conditioning()
     for index, (path, name, params) in enumerate(recipe.layers()):
         where = f"{path} (layer {index}, {name!r})"
+        if not registry.has("layers", name) and registry.has("network_layers", name):
+            raise RecipeError(f"{recipe.where}: {where}: {name!r} is a network layer of classifiers, "
+                              "not an invertible flow layer; it belongs in a recipe with task: classify")
+        extra = _layer_context(recipe, registry, name, where, flags[index], context_features)
         try:
             layer = call_factory(
-                recipe, "layers", name, where, lambda f: f(shape, **params), registry
+                recipe, "layers", name, where, lambda f: f(shape, **params, **extra), registry
             )
         except PluginError as exc:
             if not isinstance(exc.__cause__, ValueError):
@@ -123,11 +164,34 @@ def build_layers(
     return layers
 
 
-def build_base(recipe: Recipe, latent_shape: Sequence[int], registry: Registry) -> torch.nn.Module:
-    """The base distribution, built by its plugin for the latent shape."""
+def _layer_context(recipe: Recipe, registry: Registry, name: str, where: str, flag: bool | None,
+                   context_features: int) -> dict[str, int]:
+    """The ``context_features`` keyword a layer is built with (none for an unconditional one)."""
+    can = takes_context(registry.get("layers", name).factory)
+    if flag is True and not context_features:
+        raise ContextError(f"{recipe.where}: {where}: `conditioned: true`, but the recipe has no "
+                           "context:; add one (e.g. context: {type: class}) or remove the key")
+    if flag is True and not can:
+        raise ContextError(
+            f"{recipe.where}: {where}: the layer {name!r} cannot take a context (it has no network "
+            f"to feed it to). Layers that can: {', '.join(conditionable_layers(registry))}. Remove "
+            "`conditioned: true` from this layer."
+        )
+    if context_features and can and flag is not False:
+        return {"context_features": int(context_features)}
+    return {}
+
+
+def build_base(recipe: Recipe, latent_shape: Sequence[int], registry: Registry,
+               context_features: int = 0) -> torch.nn.Module:
+    """The base distribution, built by its plugin for the latent shape (conditional when the
+    recipe is and the base ``takes_context``)."""
     name, params = recipe.component("base")
+    can = takes_context(registry.get("bases", name).factory)
+    extra = {"context_features": int(context_features)} if context_features and can else {}
     base = call_factory(
-        recipe, "bases", name, "$.model.base", lambda f: f(tuple(latent_shape), **params), registry
+        recipe, "bases", name, "$.model.base", lambda f: f(tuple(latent_shape), **params, **extra),
+        registry,
     )
     if not isinstance(base, torch.nn.Module):
         raise _wrong_return(base, recipe, "bases", name, "$.model.base", registry, "a torch.nn.Module")
@@ -145,22 +209,45 @@ def build_model(
     shape: Sequence[int] | None = None,
     n_bits: int | None = None,
     registry: Registry | None = None,
-) -> FlowModel:
-    """The untrained FlowModel of a recipe. ``shape`` defaults to the dataset's sample shape."""
+    labels: Mapping[str, Any] | None = None,
+) -> torch.nn.Module:
+    """The untrained model of a recipe: a FlowModel, or the classifier of a ``classify`` task.
+    ``shape`` defaults to the dataset's sample shape; ``labels`` (``label_facts``) describe the
+    data set's labels for a conditional recipe (default: read from the data set)."""
     recipe, registry = as_recipe(recipe), registry or get_registry()
+    task = build_task(recipe, registry)
     if shape is None:
         shape, n_bits = data_shape(recipe, registry)
+    if getattr(task, "model_kind", "flow") == "classifier":
+        return task.build_model(recipe, tuple(shape), n_bits, registry,
+                                labels if labels is not None else dataset_label_facts(recipe, registry))
     check_budget(recipe, shape, registry)  # before any layer allocates (estimated on `meta`)
-    layers = build_layers(recipe, shape, registry)
-    model = FlowModel(layers, shape, n_bits=n_bits)
+    context = build_context(recipe, labels, registry)
+    features = context.features if context is not None else 0
+    layers = build_layers(recipe, shape, registry, context_features=features)
+    model = FlowModel(layers, shape, n_bits=n_bits, context=context)
     if model.latent_dim != math.prod(model.out_shape) + _factored_dims(model):
         raise ShapeError(
             f"{recipe.where}: the layers change the number of dimensions "
             f"({math.prod(shape)} in, {math.prod(model.out_shape) + _factored_dims(model)} out); "
             "a flow must keep it"
         )
-    model.base = build_base(recipe, model.latent_shape, registry)
+    model.base = build_base(recipe, model.latent_shape, registry, context_features=features)
+    if context is not None and not any(is_conditioned(m) for m in (*model.layers, model.base)):
+        raise ContextError(
+            f"{recipe.where}: $.context: the recipe is conditional, but none of its layers nor its "
+            f"base takes the context. Layers that can: {', '.join(conditionable_layers(registry))}; "
+            "bases that can: " + ", ".join(sorted(c.name for c in registry.components("bases")
+                                                 if takes_context(c.factory)))
+        )
     return model
+
+
+def build_task(recipe: Recipe | Mapping[str, Any], registry: Registry | None = None):
+    """The recipe's task (``zoo.tasks``), built by its plugin; ``density`` by default."""
+    recipe, registry = as_recipe(recipe), registry or get_registry()
+    name, params = recipe.task
+    return call_factory(recipe, "tasks", name, "$.task", lambda f: f(**params), registry)
 
 
 def _factored_dims(model: FlowModel) -> int:

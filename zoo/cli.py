@@ -225,11 +225,39 @@ def check_sampling(n: int, temperature: float) -> None:
         )
 
 
+def sampling_context(model, text: str | None, source: str):
+    """The raw context of ``--context`` for a conditional model (None for an unconditional one)."""
+    from zoo.errors import ContextError
+
+    encoder = getattr(model, "context_encoder", None)
+    if not hasattr(model, "sample"):
+        raise UsageError(f"{source} is a classifier: it draws no samples; "
+                         f"`zoo predict {source} IMAGE` gives its class probabilities")
+    if encoder is None:
+        if text is not None:
+            raise ContextError(f"--context {text}: {source} is an unconditional model; drop --context")
+        return None
+    if text is None:
+        raise ContextError(f"{source} is a conditional model: give --context, {encoder.describe()}; "
+                           f"for example `zoo sample {source} --context "
+                           f"{encoder.names[0] if encoder.kind == 'class' else ','.join(['0'] * encoder.features)}`")
+    return encoder.parse(text)
+
+
 def cmd_sample(args) -> int:
-    import torch
+    import contextlib
+
 
     check_sampling(args.n, args.temperature)
     recipe, model = load_model(args.source)
+    context = sampling_context(model, args.context, args.source)
+    with model.given(context) if context is not None else contextlib.nullcontext():
+        return _sample(args, recipe, model)
+
+
+def _sample(args, recipe, model) -> int:
+    import torch
+
     from zoo.budget import check_sample_count
 
     check_sample_count(model, args.n, where=f"zoo sample {args.source}")
@@ -251,7 +279,8 @@ def cmd_sample(args) -> int:
             samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
         save_png(image_grid(samples, model.n_bits), out)
     elif shape == (2,):
-        _save_2d_samples(model, recipe, out, args, title=f"{recipe['name']}: {args.n} samples, T={args.temperature:g}")
+        _save_2d_samples(model, recipe, out, args, title=f"{recipe['name']}: {args.n} samples, T={args.temperature:g}"
+                         + (f", context {args.context}" if args.context else ""))
     else:
         with torch.no_grad():
             samples = model.sample(args.n, temperature=args.temperature, exact_inverse=args.exact_inverse)
@@ -284,7 +313,7 @@ def cmd_eval(args) -> int:
     import torch
 
     from zoo import assemble
-    from zoo.train import evaluate, make_loaders
+    from zoo.train import make_loaders
 
     if args.data_dir:
         os.environ["ZOO_DATA_DIR"] = args.data_dir
@@ -292,13 +321,12 @@ def cmd_eval(args) -> int:
     dataset = assemble.build_dataset(recipe)
     if dataset.notice:
         print(f"note: {dataset.notice}")
+    task = assemble.build_task(recipe)
+    task.check(recipe, dataset)
     _, _, test_loader = make_loaders(dataset, recipe, seed=args.seed)
     torch.manual_seed(args.seed)  # the dequantization noise: the same seed, the same NLL
-    metrics = evaluate(model, test_loader, next(model.parameters()).device)
-    line = f"test NLL {metrics['nll']:.4f} nats over {metrics['examples']} examples"
-    if dataset.is_image:
-        line += f", {metrics['bpd']:.4f} bits/dim"
-    print(f"{line} (seed {args.seed})")
+    evaluation = task.evaluate(model, test_loader, next(model.parameters()).device)
+    print(f"test {evaluation.line} over {evaluation.examples} examples (seed {args.seed})")
     return 0
 
 
@@ -448,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("sample", cmd_sample,
                 "draw samples of a run folder or model name: a picture (images, 2-D) or JSON",
                 ["zoo sample runs/latest --temperature 0.7", "zoo sample runs/moons -n 2000 --out moons.png",
-                 "zoo sample glow-celeba-3x32 -n 16 --seed 3"])
+                 "zoo sample glow-celeba-3x32 -n 16 --seed 3",
+                 "zoo sample runs/cglow_mnist_small --context 7 --temperature 0.7"])
     p.add_argument("source", metavar="RUN|NAME")
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the latent (default 1)")
     p.add_argument("--temperatures", metavar="T,T,...",
@@ -457,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--exact-inverse", action="store_true",
                    help="invert self-normalizing layers exactly instead of through their learned inverse")
+    p.add_argument("--context", help="conditional models: what to condition on, a class name or index "
+                   "('7', 'upper') or comma-separated observed values ('1.5,0.3')")
     p.add_argument("--out", help="output file (default RUN/samples/sample_t<T>.png)")
 
     p = command("eval", cmd_eval, "test metrics of a run folder or model name",

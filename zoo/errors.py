@@ -57,3 +57,8 @@ class ActivationRangeError(ZooError):
 
 class LabelError(ZooError):
     """A data set's labels cannot answer what was asked: it has none, or no such class or attribute."""
+
+
+class ContextError(ZooError):
+    """A conditional model got a context it cannot take (wrong size, dtype or class), or a recipe
+    conditions a model on labels its data set lacks, or a layer that cannot take one."""

@@ -74,13 +74,13 @@ class FactorOut(nn.Module):
         self.factored_shape = (shape[0] - kept, *shape[1:])
         self.temperature = 1.0
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x1, z2, logdet = self.factor(x)
+    def forward(self, x: torch.Tensor, *context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x1, z2, logdet = self.factor(x, *context)
         return x1, logdet + standard_normal_log_prob(z2)
 
-    def inverse(self, x1: torch.Tensor) -> torch.Tensor:
+    def inverse(self, x1: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
         z2 = torch.randn(x1.shape[0], *self.factored_shape, device=x1.device, dtype=x1.dtype)
-        return self.unfactor(x1, z2 * self.temperature)
+        return self.unfactor(x1, z2 * self.temperature, *context)
 
 
 class FlowModel(nn.Module):
@@ -91,6 +91,13 @@ class FlowModel(nn.Module):
         shape: the per-sample data shape.
         base: the base distribution of the latent (a module with ``log_prob`` and ``sample``).
         n_bits: bits per value of discrete data (8 for images), or None for continuous data.
+        context: for a conditional flow, the ``zoo.conditioning.ContextEncoder`` of its raw
+            context; the layers and base with ``context_features > 0`` get its features.
+
+    A conditional model takes its raw context in every direction: ``model(x, context)``,
+    ``log_prob(x, context)``, ``inverse(z, context)``, ``sample(n, context=...)``. Inside
+    ``with model.given(context):`` calls without one use it, so losses and gradient modes written
+    for ``loss(model, x)`` train conditional models unchanged.
     """
 
     def __init__(
@@ -99,12 +106,15 @@ class FlowModel(nn.Module):
         shape: Sequence[int],
         base: nn.Module | None = None,
         n_bits: int | None = None,
+        context: nn.Module | None = None,
     ):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.shape = tuple(shape)
         self.base = base if base is not None else StandardNormal()
         self.n_bits = n_bits
+        self.context_encoder = context
+        self._given: torch.Tensor | None = None
         self.shapes = [self.shape]  # the per-sample shape before each layer and after the last
         for layer in self.layers:
             self.shapes.append(tuple(getattr(layer, "out_shape", self.shapes[-1])))
@@ -112,60 +122,122 @@ class FlowModel(nn.Module):
         self._multiscale = any(factors_out(layer) for layer in self.layers)
         self.dim = math.prod(self.shape)
 
+    # -- the context ----------------------------------------------------------------------------
+
+    @property
+    def conditional(self) -> bool:
+        return self.context_encoder is not None
+
+    @contextmanager
+    def given(self, context):
+        """Within the block, calls that pass no context use ``context`` (a raw batch)."""
+        saved, self._given = self._given, context
+        try:
+            yield self
+        finally:
+            self._given = saved
+
+    def features(self, context, batch: int | None = None) -> torch.Tensor | None:
+        """The context features ``(batch, K)`` the layers see, from a raw context (or the one of
+        ``given``); None for an unconditional model. One context for a batch is repeated."""
+        from zoo.errors import ContextError
+
+        if context is None:
+            context = self._given
+        if not self.conditional:
+            if context is not None:
+                raise ContextError("this model is unconditional: it takes no context; call it "
+                                   "without one (or train a recipe with context:)")
+            return None
+        if context is None:
+            raise ContextError(f"this model is conditional: give a context, "
+                               f"{self.context_encoder.describe()}")
+        features = self.context_encoder(context)
+        reference = next(self.parameters(), None)
+        if reference is not None:
+            features = features.to(reference.device)
+        if batch is not None and features.shape[0] != batch:
+            if features.shape[0] != 1:
+                raise ContextError(f"{features.shape[0]} contexts for a batch of {batch}: give one "
+                                   "context per sample, or one for all")
+            features = features.expand(batch, -1)
+        return features
+
+    def _base_log_prob(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return self.base.log_prob(z, c) if c is not None and _conditioned(self.base) else self.base.log_prob(z)
+
     # -- density direction ----------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Map data to latent: ``(z, logdet)``, ``logdet`` the exact log|det dz/dx| per sample.
 
         For multi-scale models ``z`` is flat, ``(batch, D)``: the factored-out parts in layer
         order followed by the final output.
         """
+        return self._forward(x, self.features(context, x.shape[0]))
+
+    def _forward(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = x.new_zeros(x.shape[0])
         factored: list[torch.Tensor] = []
         for layer in self.layers:
+            extra = (c,) if c is not None and _conditioned(layer) else ()
             if factors_out(layer):
-                x, z_part, ld = layer.factor(x)
+                x, z_part, ld = layer.factor(x, *extra)
                 factored.append(z_part.flatten(1))
             else:
-                x, ld = layer(x)
+                x, ld = layer(x, *extra)
             logdet = logdet + ld
         if self._multiscale:
             x = torch.cat([*factored, x.flatten(1)], dim=1)
         return x, logdet
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample log-density of x (nats)."""
-        z, logdet = self(x)
-        return self.base.log_prob(z) + logdet
+    def log_prob(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        """Per-sample log-density of x (nats); conditional models: log p(x | context)."""
+        c = self.features(context, x.shape[0])
+        z, logdet = self._forward(x, c)
+        return self._base_log_prob(z, c) + logdet
 
-    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+    def bits_per_dim(self, x: torch.Tensor, context=None) -> torch.Tensor:
         """Per-sample negative log-likelihood in bits per dimension."""
-        return -self.log_prob(x) / (self.dim * math.log(2))
+        return -self.log_prob(x, context) / (self.dim * math.log(2))
 
     # -- sampling direction ---------------------------------------------------------------------
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context=None) -> torch.Tensor:
         """Map latent to data; the exact inverse of ``forward``."""
+        return self._inverse(z, self.features(context, z.shape[0]))
+
+    def _inverse(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         parts = self._split_latent(z) if self._multiscale else None
         x = parts.pop() if parts is not None else z
         for layer in reversed(self.layers):
-            x = layer.unfactor(x, parts.pop()) if factors_out(layer) else layer.inverse(x)
+            extra = (c,) if c is not None and _conditioned(layer) else ()
+            if factors_out(layer):
+                x = layer.unfactor(x, parts.pop(), *extra)
+            else:
+                x = layer.inverse(x, *extra)
         return x
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, exact_inverse: bool = False) -> torch.Tensor:
+    def sample(self, n: int, temperature: float = 1.0, exact_inverse: bool = False,
+               context=None) -> torch.Tensor:
         """``n`` samples; ``temperature`` scales the base's standard deviation (Glow).
 
+        A conditional model needs a ``context``: one (repeated for every sample) or ``n``.
         Layers that learn an approximate inverse (self-normalizing layers, attribute
         ``fast_inverse``) sample through it unless ``exact_inverse`` is set.
         """
         reference = next(self.parameters(), None)
         device = reference.device if reference is not None else None
         dtype = reference.dtype if reference is not None else None
+        c = self.features(context, n)
         latent = (n, *self.latent_shape)
-        z = self.base.sample(latent, temperature=temperature, device=device, dtype=dtype)
+        if c is not None and _conditioned(self.base):
+            z = self.base.sample(latent, temperature=temperature, device=device, dtype=dtype, context=c)
+        else:
+            z = self.base.sample(latent, temperature=temperature, device=device, dtype=dtype)
         with fast_inverses(self, enabled=not exact_inverse):
-            return self.inverse(z)
+            return self._inverse(z, c)
 
     @property
     def latent_dim(self) -> int:
@@ -190,9 +262,14 @@ class FlowModel(nn.Module):
     # -- set-up ---------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def initialize(self, x: torch.Tensor) -> None:
+    def initialize(self, x: torch.Tensor, context=None) -> None:
         """Data-dependent initialisation (e.g. actnorm): one forward pass in training mode."""
         was_training = self.training
         self.train()
-        self(x)
+        self(x, context)
         self.train(was_training)
+
+
+def _conditioned(module: nn.Module) -> bool:
+    """A layer or base that depends on the context (``zoo.conditioning.is_conditioned``)."""
+    return int(getattr(module, "context_features", 0) or 0) > 0

@@ -34,6 +34,17 @@ docstring
     its first line is the component's one-line description in ``zoo list`` (give the formula and
     the paper); the rest is shown by ``zoo list KIND -v NAME``.
 
+Conditional layers and bases
+----------------------------
+A factory that can be conditioned sets ``takes_context = True``. In a recipe with ``context:``
+zoo calls it as ``factory(shape, context_features=K, **params)``; the module then has
+``context_features = K`` and takes the context features ``(batch, K)`` as a second argument:
+``forward(x, context)``, ``inverse(y, context)`` (factoring layers ``factor(x, context)``,
+``unfactor(y, z, context)``; bases ``log_prob(z, context)`` and ``sample(shape, ...,
+context=...)``). Without a context (``context_features`` 0) it must behave as an unconditional
+layer. Layers without ``takes_context`` are unchanged and never see a context.
+``zoo.testing.check_layer`` runs the contract on both (see ``zoo.conditioning``).
+
 Optional protocols (duck-typed)
 -------------------------------
 Multi-scale layers
@@ -147,6 +158,27 @@ def zoo_bases() -> Mapping[str, Callable[..., Any]]:
     """
 
 
+
+@hookspec
+def zoo_network_layers() -> Mapping[str, Callable[..., Any]]:
+    """Network layers (not invertible: the parts of classifiers), by name.
+
+    A task that trains a network rather than a flow (``classify``) builds it from these. A
+    factory is called as ``factory(shape, **params)`` where ``shape`` is the per-sample input
+    shape (a tuple, no batch dimension). It returns a ``torch.nn.Module`` with:
+
+    - ``forward(x) -> y``: one tensor in, one out (no log-determinant);
+    - ``out_shape``: the per-sample output shape (always set, also when it equals ``shape``).
+
+    A Bayesian layer (``mnf_linear``, ``mnf_conv2d``) draws fresh noise in every ``forward``,
+    in training and evaluation alike, and also has ``kl_divergence() -> Tensor`` (a scalar): its
+    term of the ELBO's KL part, which ``zoo.classify.Classifier`` sums over its layers and the
+    loss divides by the number of training examples.
+
+    A factory should raise ``zoo.errors.ShapeError`` for a shape it cannot take, saying which
+    layer to put before it.
+    """
+
 # --- data, objectives and training --------------------------------------------------------------
 
 
@@ -212,4 +244,17 @@ def zoo_recipes() -> Mapping[str, Any]:
         @hookimpl
         def zoo_recipes():
             return recipes_in(Path(__file__).parent / "recipes")   # every *.yaml, by file stem
+    """
+
+
+@hookspec
+def zoo_tasks() -> Mapping[str, Callable[..., Any]]:
+    """Tasks, by name (``task:`` in a recipe; ``density`` when a recipe names none).
+
+    ``factory(**params)`` returns a task object (``zoo.tasks`` documents it): ``model_kind``
+    (``"flow"`` or ``"classifier"``), ``check(recipe, dataset)``, ``initialize(model, x, y)``,
+    ``step_loss(model, x, y, mode, loss_fn) -> (loss, logs)``, ``evaluate(model, loader, device)
+    -> zoo.tasks.Evaluation`` and ``outputs(model, dataset, folder, recipe, log) -> dict`` (the
+    run's pictures and extra test metrics). The training loop, run folder, ``zoo eval`` and the
+    Hub serve every task alike.
     """

@@ -32,7 +32,8 @@ class Kind:
     ``entry`` says what a plugin's mapping holds: ``"factory"`` (a callable, validated against
     its parameter schema), ``"mapping"`` (a record, e.g. a pretrained model's repo) or ``"path"``
     (a file, e.g. a shipped recipe). ``takes_shape``: the factory's first argument is a shape
-    (layers get the per-sample input shape, bases the latent shape), not a recipe parameter.
+    (layers and network layers get the per-sample input shape, bases the latent shape), not a
+    recipe parameter.
     ``recipe_key``: the top-level recipe key that names one such component (``None`` where the
     kind is named elsewhere: layers in layer lists, bases under ``model``).
     """
@@ -58,6 +59,8 @@ KINDS: dict[str, Kind] = {
     for kind in (
         Kind("layers", "zoo_layers", "layer", takes_shape=True),
         Kind("bases", "zoo_bases", "base distribution", takes_shape=True),
+        Kind("network_layers", "zoo_network_layers", "network layer", ("network-layers",),
+             takes_shape=True),
         Kind("datasets", "zoo_datasets", "dataset", recipe_key="dataset"),
         Kind("losses", "zoo_losses", "loss", recipe_key="loss"),
         Kind("gradient_modes", "zoo_gradient_modes", "gradient mode", ("gradient-modes", "modes"),
@@ -65,6 +68,7 @@ KINDS: dict[str, Kind] = {
         Kind("pretrained", "zoo_pretrained", "pretrained model", ("models",), entry="mapping",
              shown_as="models"),
         Kind("recipes", "zoo_recipes", "recipe", entry="path"),
+        Kind("tasks", "zoo_tasks", "task", recipe_key="task"),
     )
 }
 
@@ -349,13 +353,17 @@ def summary_of(factory: Any) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+# Parameters zoo itself passes to a factory at assembly, never written in a recipe.
+ASSEMBLY_PARAMS = ("context_features",)
+
+
 def params_schema_of(factory: Any, kind: str) -> dict[str, Any]:
     """The JSON Schema of a factory's recipe parameters.
 
     Uses ``factory.params_schema`` when present; otherwise derives one from the signature: every
     keyword parameter becomes a property typed from its hint, parameters without a default are
     required, and nothing else is allowed. Layer factories take ``shape`` first, which is not a
-    recipe parameter.
+    recipe parameter; nor is ``context_features``, which zoo passes to a conditional layer or base.
     """
     explicit = getattr(factory, "params_schema", None)
     if explicit is not None:
@@ -378,7 +386,7 @@ def params_schema_of(factory: Any, kind: str) -> dict[str, Any]:
         if p.kind == p.VAR_KEYWORD:
             extra_allowed = True
             continue
-        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
+        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) or p.name in ASSEMBLY_PARAMS:
             continue
         prop = _schema_for_hint(hints.get(p.name, p.annotation))
         if p.default is p.empty:

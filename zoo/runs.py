@@ -282,7 +282,36 @@ def _checked_facts(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
         "n_bits": checked_n_bits(data.get("n_bits"), path),
         "plugins": checked_plugins(data.get("plugins"), path),
         "zoo_version": data.get("zoo_version"),
+        "labels": checked_labels(data.get("labels"), path),
     }
+
+
+MAX_LABEL_NAMES = 100_000  # classes or attributes a model may name
+MAX_LABEL_NAME_CHARS = 200
+
+
+def checked_labels(value: Any, path: Path, error=WeightsError) -> dict[str, Any] | None:
+    """The ``labels`` fact (what a conditional model or classifier was trained with): None, or
+    ``{kind, names, shape}`` with bounded names and shape."""
+    if value is None:
+        return None
+    _expect(value, dict, path, "labels", error)
+    kind = value.get("kind")
+    if kind not in ("class", "attributes", "observed"):
+        raise error(f"{path}: `labels.kind` must be class, attributes or observed, not {kind!r}")
+    names, shape = value.get("names"), value.get("shape")
+    if kind in ("class", "attributes"):
+        if (not isinstance(names, list) or not 1 <= len(names) <= MAX_LABEL_NAMES
+                or not all(isinstance(n, str) and len(n) <= MAX_LABEL_NAME_CHARS for n in names)):
+            raise error(f"{path}: `labels.names` must be 1 to {MAX_LABEL_NAMES:,} strings of at most "
+                        f"{MAX_LABEL_NAME_CHARS} characters")
+    else:
+        names = None
+    if shape is not None:
+        shape = checked_input_shape(shape, path, error)
+    if kind == "observed" and shape is None:
+        raise error(f"{path}: `labels.shape` is required for observed values")
+    return {"kind": kind, "names": names, "shape": list(shape) if shape else None}
 
 
 def check_plugins(config: Mapping[str, Any], where: str, registry=None) -> None:
@@ -346,7 +375,8 @@ def load_folder(folder: str | os.PathLike, *, registry=None):
             f"{weights}: its sha256 is not the one recorded in {where.name}; the file was changed "
             "after it was written. Re-run training, or pull the model again."
         )
-    model = build_model(recipe, shape=config["input_shape"], n_bits=config["n_bits"], registry=registry)
+    model = build_model(recipe, shape=config["input_shape"], n_bits=config["n_bits"], registry=registry,
+                        labels=config["labels"])
     load_weights(model, weights)
     model.eval()
     return recipe, model

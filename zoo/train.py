@@ -43,7 +43,9 @@ from zoo.errors import RecipeError, TrainingError
 from zoo.flow import FlowModel
 from zoo.recipe import Recipe, load_recipe
 from zoo.registry import get_registry
+from zoo.tasks import context_of, split_item
 from zoo.visualize import save_samples
+from zoo.visualize_conditional import save_conditional_samples
 from zoo.visualize_targets import save_target_plot
 from zoo.weights import WEIGHTS_FILE, load_weights, save_weights
 
@@ -170,8 +172,8 @@ def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict
     model.eval()
     total, count = 0.0, 0
     for item in loader:
-        x = first_tensor(item).to(device)
-        total += (-model.log_prob(x)).double().sum().item()
+        x, y = split_item(item, device)
+        total += (-model.log_prob(x, context_of(model, y))).double().sum().item()
         count += x.shape[0]
     model.train()
     nll = total / max(count, 1)
@@ -222,6 +224,8 @@ def plugins_used(recipe: Recipe) -> dict[str, dict[str, str]]:
     by_name = {p.name: p for p in registry.plugins}
     used = {}
     for kind, name in recipe.components():
+        if kind == "layers" and not registry.has(kind, name):
+            kind = "network_layers"  # a classifier's layer
         plugin = by_name[registry.get(kind, name).plugin]
         used[plugin.name] = {"distribution": plugin.distribution, "version": plugin.version}
     return dict(sorted(used.items()))
@@ -272,6 +276,7 @@ class RunState:
     dataset: FlowDataset
     device: torch.device
     loss_fn: Any = None
+    task: Any = None  # the recipe's task (zoo.tasks)
     best_score: float = math.inf  # the validation NLL, or free energy for an energy target
     best_val: dict[str, Any] = field(default_factory=dict)  # the best evaluation's values
     best_epoch: int | None = None
@@ -296,16 +301,21 @@ class RunState:
     def fits_energy(self) -> bool:
         return isinstance(self.dataset, EnergyTarget)
 
-    def save_pictures(self, tag: str, nll: float | None = None) -> None:
+    def save_pictures(self, tag: str, nll: float | None = None) -> Path | None:
         """Sample grids or a density plot (``zoo.visualize``; its title gives the recipe, the
         test ``nll`` and the best epoch); for an energy target, the target beside the learned q
         (``zoo.visualize_targets``)."""
         if self.fits_energy:
-            save_target_plot(self.model, self.loss_fn, self.dataset, self.folder / "samples" / f"{tag}_target.png",
-                             name=self.recipe.component("dataset")[0])
-        else:
-            save_samples(self.model, self.folder, tag, self.recipe.train, self.dataset,
-                         title=self.recipe["name"], nll=nll, epoch=self.best_epoch)
+            return save_target_plot(self.model, self.loss_fn, self.dataset,
+                                    self.folder / "samples" / f"{tag}_target.png",
+                                    name=self.recipe.component("dataset")[0])
+        if getattr(self.task, "model_kind", "flow") != "flow":
+            return None  # a classifier's pictures are its task's outputs
+        if getattr(self.model, "conditional", False):
+            return save_conditional_samples(self.model, self.folder, tag, self.recipe.train, self.dataset,
+                                            title=self.recipe["name"])
+        return save_samples(self.model, self.folder, tag, self.recipe.train, self.dataset,
+                            title=self.recipe["name"], nll=nll, epoch=self.best_epoch)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -352,7 +362,10 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
     dataset = assemble.build_dataset(recipe)
     if dataset.notice:
         log(f"note: {dataset.notice}")
-    model = assemble.build_model(recipe, shape=dataset.shape, n_bits=dataset.n_bits).to(device)
+    task = assemble.build_task(recipe)
+    labels = assemble.label_facts(dataset, recipe.component("dataset")[0])
+    model = assemble.build_model(recipe, shape=dataset.shape, n_bits=dataset.n_bits, labels=labels).to(device)
+    task.check(recipe, dataset)
     for batch, training in ((recipe.loader["batch_size"], True), (recipe.loader["eval_batch_size"], False)):
         check_batch(model, batch, training=training, allow_large=large_allowed(recipe),
                     where=f"{recipe.where}: $.dataset.batch_size")
@@ -374,17 +387,20 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
         "plugins": plugins_used(recipe),
         "status": "running",
         "weights_sha256": None,
+        "task": recipe.task[0],
+        # what the labels were, so a conditional model or classifier builds without its data
+        "labels": {k: labels[k] for k in ("kind", "names", "shape")} if labels["kind"] else None,
     }
     runs.write_info(folder, info)
     log(f"run folder: {folder}")
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters, data {tuple(dataset.shape)}")
-    return RunState(recipe, folder, info, model, dataset, device, loss_fn)
+    return RunState(recipe, folder, info, model, dataset, device, loss_fn, task=task)
 
 
 def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progress: bool, log) -> None:
     """Every epoch: the training steps, then (every ``eval_every``) validation and the best model."""
     train_cfg, model = state.recipe.train, state.model
-    model.initialize(first_tensor(next(iter(train_loader))).to(state.device))  # data-dependent init
+    state.task.initialize(model, *split_item(next(iter(train_loader)), state.device))  # data-dependent init
     mode = assemble.build_gradient_mode(state.recipe)
     mode.prepare(model)
     loss_fn = state.loss_fn
@@ -419,11 +435,11 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
     for step, item in enumerate(loader):
         if step >= steps:
             break
-        x = first_tensor(item).to(state.device)
+        x, y = split_item(item, state.device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(train_cfg, epoch, step, steps) * schedule.scale
         started = time.perf_counter()
-        loss, _logs = mode.loss(model, x, loss_fn)
+        loss, _logs = state.task.step_loss(model, x, y, mode, loss_fn)
         if not torch.isfinite(loss):
             if train_cfg.get("on_nonfinite", "stop") != "skip":
                 raise TrainingError(
@@ -460,10 +476,8 @@ def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float,
         kl = f", KL {val['kl']:.4f}" if val["kl"] is not None else ""
         line = f"val free energy {val['free_energy']:.4f} nats{kl}"
     else:
-        val = evaluate(state.model, loader, state.device)
-        score, values = val["nll"], {"val_nll": val["nll"], "val_bpd": val["bpd"]}
-        bits = f" ({val['bpd']:.4f} bits/dim)" if state.dataset.is_image else ""
-        line = f"val NLL {val['nll']:.4f} nats{bits}"
+        val = state.task.evaluate(state.model, loader, state.device)
+        score, values, line = val.score, {f"val_{k}": v for k, v in val.values.items()}, f"val {val.line}"
     improved = score < state.best_score
     if improved:
         state.best_score, state.best_val, state.best_epoch = score, values, epoch + 1
@@ -498,19 +512,23 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
         sample_time = time.perf_counter() - sample_started
         state.save_pictures("final")
     else:
-        test = evaluate(model, test_loader, state.device)
-        scores = {"test_nll": test["nll"], "test_bpd": test["bpd"] if state.dataset.is_image else None,
-                  "val_nll": state.best_val.get("val_nll")}
+        evaluation = state.task.evaluate(model, test_loader, state.device)
+        test = {**evaluation.values, "examples": evaluation.examples}
+        scores = {f"test_{k}": v for k, v in evaluation.values.items()}
+        if "bpd" in evaluation.values and not state.dataset.is_image:
+            scores["test_bpd"] = None
+        scores.update({k: v for k, v in state.best_val.items() if k != "val_bpd" or state.dataset.is_image})
         sample_started = time.perf_counter()
-        state.save_pictures("final", nll=test["nll"])
-        sample_time = time.perf_counter() - sample_started
+        drawn = state.save_pictures("final", nll=test.get("nll"))
+        sample_time = time.perf_counter() - sample_started if drawn is not None else None
+        scores.update(state.task.outputs(model, state.dataset, state.folder, recipe, log))
     metrics = {
         **scores,
         "best_epoch": state.best_epoch,
         "epochs": int(train_cfg["epochs"]),
         "test_examples": test["examples"],
         "ms_per_batch": 1000 * _mean(state.batch_times[1:] or state.batch_times),
-        "ms_per_sample": 1000 * sample_time / max(n_samples, 1),
+        "ms_per_sample": 1000 * sample_time / max(n_samples, 1) if sample_time is not None else None,
         "skipped_batches": state.skipped,
         "parameters": sum(p.numel() for p in model.parameters()),
         "dataset": recipe.component("dataset")[0],
@@ -523,9 +541,7 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
         if test["kl"] is not None:
             line += f", KL(q || p) {test['kl']:.4f} nats"
     else:
-        line = f"test NLL {test['nll']:.4f} nats"
-        if state.dataset.is_image:
-            line += f", {test['bpd']:.4f} bits/dim"
+        line = f"test {evaluation.line}"
     log(f"{line} (best epoch {state.best_epoch}); run folder: {state.folder}")
     return RunResult(state.folder, metrics)
 

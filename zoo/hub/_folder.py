@@ -71,6 +71,7 @@ def stage_repo(run_dir: str | Path, repo_id: str, out: Path) -> dict[str, Any]:
         "weights_sha256": file_sha256(run / WEIGHTS_FILE),
         "input_shape": list(facts["input_shape"]) if facts["input_shape"] else None,
         "n_bits": facts["n_bits"],
+        "labels": facts["labels"],
         "plugins": _plugins_used(recipe),
     }
     shutil.copyfile(run / WEIGHTS_FILE, out / WEIGHTS_FILE)

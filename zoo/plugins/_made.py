@@ -60,6 +60,8 @@ class MADE(nn.Module):
     h + W2 relu(W1 relu(h)) with hidden-to-hidden masks (NSF's conditioner), then the output
     layer (zero-initialised with ``identity_init``: deep stacks on high-dimensional data, e.g.
     MNIST, overflow from the default init). Output ``[:, c, i]`` is parameter c of feature i.
+    With ``context_features`` a context vector enters the first hidden layer through an unmasked
+    linear map: every output may depend on it, so the autoregressive order in x is unchanged.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class MADE(nn.Module):
         seed: int | None = None,
         residual_blocks: int = 0,
         identity_init: bool = False,
+        context_features: int = 0,
     ):
         super().__init__()
         if hidden < 1 or depth < 1 or residual_blocks < 0:
@@ -92,6 +95,7 @@ class MADE(nn.Module):
         for _ in range(depth - 1):
             layers += [nn.ReLU(), MaskedLinear(hidden, hidden, hidden_mask(hidden_degrees))]
         self.hidden_layers = nn.Sequential(*layers)
+        self.context_in = nn.Linear(context_features, hidden, bias=False) if context_features else None
         square = hidden_mask(hidden_degrees)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.ReLU(), MaskedLinear(hidden, hidden, square), nn.ReLU(),
@@ -105,8 +109,12 @@ class MADE(nn.Module):
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.hidden_layers(x)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if self.context_in is not None and context is not None:
+            h = self.hidden_layers[0](x) + self.context_in(context.to(x.dtype))
+            h = self.hidden_layers[1:](h)
+        else:
+            h = self.hidden_layers(x)
         for block in self.blocks:
             h = h + block(h)
         out = self.output(F.relu(h))

@@ -1,7 +1,8 @@
 """Built-in plugin: base distributions of the latent.
 
 Each base is a module with ``log_prob(z) -> (batch,)`` and
-``sample(shape, temperature, device, dtype)`` (see ``zoo.hookspecs.zoo_bases``); its parameters, if
+``sample(shape, temperature, device, dtype)`` (see ``zoo.hookspecs.zoo_bases``; ``diagonal_normal``
+also takes a context, ``zoo.conditioning``); its parameters, if
 any, train with the layers'. ``temperature`` scales the standard deviation of every Gaussian
 (Glow, https://arxiv.org/abs/1807.03039).
 """
@@ -34,23 +35,43 @@ class DiagonalNormal(nn.Module):
     """N(mu, diag(sigma^2)) with a learned mean and log-std per latent dimension, both zero-initialised.
 
     log p(z) = -1/2 sum_d [((z_d - mu_d) / sigma_d)^2 + 2 log sigma_d + log 2 pi]; it starts as
-    N(0, I). ``sample`` draws mu + temperature * sigma * e.
+    N(0, I). ``sample`` draws mu + temperature * sigma * e. In a conditional recipe mu and
+    log sigma are also a linear function of the context, zero-initialised (Glow's class-conditional
+    prior, ``learn_top`` with ``y_condition``: one mean and scale per class for a one-hot context).
     """
 
-    def __init__(self, shape: Sequence[int]):
+    takes_context = True
+
+    def __init__(self, shape: Sequence[int], context_features: int = 0):
         super().__init__()
         self.shape = tuple(shape)
+        self.context_features = int(context_features)
         self.mean = nn.Parameter(torch.zeros(self.shape))
         self.log_std = nn.Parameter(torch.zeros(self.shape))
+        self.from_context = None
+        if self.context_features:
+            self.from_context = nn.Linear(self.context_features, 2 * math.prod(self.shape))
+            nn.init.zeros_(self.from_context.weight)
+            nn.init.zeros_(self.from_context.bias)
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        standard = (z - self.mean) * torch.exp(-self.log_std)
-        return -0.5 * (standard.square() + 2 * self.log_std + LOG_2PI).flatten(1).sum(1)
+    def mean_and_log_std(self, context: torch.Tensor | None = None):
+        if self.from_context is None or context is None:
+            return self.mean, self.log_std
+        h = self.from_context(context.to(self.mean.dtype))
+        shift, log_scale = h.chunk(2, dim=1)
+        return (self.mean + shift.view(-1, *self.shape), self.log_std + log_scale.view(-1, *self.shape))
 
-    def sample(self, shape: Sequence[int], temperature: float = 1.0, device=None, dtype=None):
+    def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        mean, log_std = self.mean_and_log_std(context)
+        standard = (z - mean) * torch.exp(-log_std)
+        return -0.5 * (standard.square() + 2 * log_std + LOG_2PI).flatten(1).sum(1)
+
+    def sample(self, shape: Sequence[int], temperature: float = 1.0, device=None, dtype=None,
+               context: torch.Tensor | None = None):
         device, dtype = _reference(self, device, dtype)
+        mean, log_std = self.mean_and_log_std(context)
         e = torch.randn(*shape, device=device, dtype=dtype)
-        return self.mean.to(dtype) + temperature * torch.exp(self.log_std).to(dtype) * e
+        return mean.to(dtype) + temperature * torch.exp(log_std).to(dtype) * e
 
 
 class GaussianMixture(nn.Module):

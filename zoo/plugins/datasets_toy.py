@@ -188,6 +188,29 @@ def gaussian(dim: int = 1024, n_train: int = 50000, n_val: int = 1000, n_test: i
                        0.0, seed, shape=(dim,))
 
 
+def inverse_kinematics(n_train: int = 10000, n_val: int = 1000, n_test: int = 1000,
+                       seed: int = 0) -> FlowDataset:
+    """The planar arm of Ardizzone et al. 2019 (arXiv 1808.04730): 4 parameters, 2-D end point.
+
+    x = (rail height, three joint angles) from the prior N(0, diag(1/4, 1/2, 1/2, 1/2)^2); the
+    observed end point y is the forward model of ``zoo.inverse`` (segments 1/2, 1/2, 1). Items
+    are ``(x, y)``: an inverse-problem recipe learns p(x | y) (``context: {type: observed}``).
+    Splits: three independent seeded draws.
+    """
+    from zoo.inverse import arm_end_point, arm_joints, sample_arm
+
+    for split, n in zip(SPLITS, (n_train, n_val, n_test)):
+        if n < 1:
+            raise RecipeError(f"dataset 'inverse_kinematics': n_{split} must be at least 1, got {n}")
+    splits = []
+    for k, n in enumerate((n_train, n_val, n_test)):
+        generator = torch.Generator().manual_seed(seed * 1000 + k)
+        x = sample_arm(n, generator)
+        splits.append(tensor_split(x.float(), arm_end_point(x).float()))
+    return FlowDataset(*splits, shape=(4,), n_bits=None, observed=(2,),
+                       info={"seed": seed, "forward_model": arm_end_point, "draw": arm_joints})
+
+
 def _with_limits(factory, **limits):
     """Attach a params schema derived from the signature, with bounds, and a cheap data_shape."""
     schema = params_schema_of(factory, "datasets")
@@ -203,12 +226,15 @@ for _factory in TOY_2D:
     _with_limits(_factory, noise={"minimum": 0}, **SIZE_LIMITS)
     _factory.data_shape = lambda **params: ((2,), None)
 _with_limits(gaussian, dim={"minimum": 1}, **SIZE_LIMITS)
+_with_limits(inverse_kinematics, **SIZE_LIMITS)
+inverse_kinematics.data_shape = lambda **params: ((4,), None)
 gaussian.data_shape = lambda dim=1024, **params: ((dim,), None)
 
 
 @hookimpl
 def zoo_datasets():
-    return {factory.__name__: factory for factory in (*TOY_2D, gaussian, *ENERGY_TARGETS)} | {
+    return {factory.__name__: factory for factory in (*TOY_2D, gaussian, inverse_kinematics,
+                                                      *ENERGY_TARGETS)} | {
         "rings": rings,
         "blobs": blobs,
     }

@@ -24,7 +24,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from zoo.errors import RecipeError, ShapeError
+from zoo.conditioning import with_context
+from zoo.errors import ContextError, RecipeError, ShapeError
 from zoo.hookspecs import hookimpl
 from zoo.plugins import _spline
 from zoo.plugins._made import MADE, input_degrees
@@ -88,15 +89,20 @@ def _fixed_point(step, start: torch.Tensor, features: int) -> torch.Tensor:
 class _MaskedAffine(nn.Module):
     """Shared by MAF and IAF: a MADE giving a log-scale s and a shift t per feature."""
 
-    def __init__(self, name, shape, hidden, depth, ordering, seed, residual_blocks, identity_init):
+    takes_context = True
+
+    def __init__(self, name, shape, hidden, depth, ordering, seed, residual_blocks, identity_init,
+                 context_features=0):
         super().__init__()
         self.features = vector_features(name, shape)
         self.out_shape = tuple(shape)
+        self.context_features = int(context_features)
         self.made = MADE(self.features, 2, hidden, depth, ordering, seed, residual_blocks,
-                         identity_init)
+                         identity_init, self.context_features)
 
-    def scale_shift(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.made(v)
+    def scale_shift(self, v: torch.Tensor, context: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.made(v, context)
         return out[:, 0], out[:, 1]
 
 
@@ -127,16 +133,19 @@ class MAF(_MaskedAffine):
         seed: int | None = None,
         residual_blocks: int = 0,
         identity_init: bool = False,
+        context_features: int = 0,
     ):
-        super().__init__("maf", shape, hidden, depth, ordering, seed, residual_blocks, identity_init)
+        super().__init__("maf", shape, hidden, depth, ordering, seed, residual_blocks, identity_init,
+                         context_features)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s, t = self.scale_shift(x)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        s, t = self.scale_shift(x, context)
         return x * torch.exp(s) + t, s.sum(1)
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         def step(x):
-            s, t = self.scale_shift(x)
+            s, t = self.scale_shift(x, context)
             return (z - t) * torch.exp(-s)
 
         return _fixed_point(step, torch.zeros_like(z), self.features)
@@ -161,20 +170,23 @@ class IAF(_MaskedAffine):
         seed: int | None = None,
         residual_blocks: int = 0,
         identity_init: bool = False,
+        context_features: int = 0,
     ):
-        super().__init__("iaf", shape, hidden, depth, ordering, seed, residual_blocks, identity_init)
+        super().__init__("iaf", shape, hidden, depth, ordering, seed, residual_blocks, identity_init,
+                         context_features)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         def step(z):
-            s, t = self.scale_shift(z)
+            s, t = self.scale_shift(z, context)
             return (x - t) * torch.exp(-s)
 
         z = _fixed_point(step, torch.zeros_like(x), self.features)
-        s, _ = self.scale_shift(z)
+        s, _ = self.scale_shift(z, context)
         return z, -s.sum(1)
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        s, t = self.scale_shift(z)
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        s, t = self.scale_shift(z, context)
         return z * torch.exp(s) + t
 
 
@@ -207,14 +219,17 @@ class NSFAutoregressive(nn.Module):
     ``logdet = sum log dz_i/dx_i``; the inverse takes D sequential passes.
     ``conditioner: made`` is one MADE (``hidden`` x ``depth``, ReLU, ``residual_blocks``: NSF's
     own; ``identity_init`` zeroes its output layer); ``per_dimension`` is torch-mnf's NSF_AR (one
-    LeakyReLU MLP per feature).
+    LeakyReLU MLP per feature). Conditional with the ``made`` conditioner only.
     """
+
+    takes_context = True
 
     examples = [
         {"shape": (2,), "params": {"n_bins": 4, "hidden": 8}},
         {"shape": (3,), "params": {"n_bins": 3, "hidden": 6, "tail_bound": 1.5,
                                    "ordering": "random", "seed": 2, "residual_blocks": 1}},
-        {"shape": (3,), "params": {"n_bins": 5, "hidden": 6, "conditioner": "per_dimension"}},
+        {"shape": (3,), "params": {"n_bins": 5, "hidden": 6, "conditioner": "per_dimension"},
+         "context": False},
     ]
 
     def __init__(
@@ -229,9 +244,11 @@ class NSFAutoregressive(nn.Module):
         seed: int | None = None,
         residual_blocks: int = 0,
         identity_init: bool = False,
+        context_features: int = 0,
     ):
         super().__init__()
         self.features = vector_features("nsf_autoregressive", shape)
+        self.context_features = int(context_features)
         self.out_shape = tuple(shape)
         _check_spline("nsf_autoregressive", n_bins, tail_bound)
         _check_width("nsf_autoregressive", hidden, depth)
@@ -241,8 +258,12 @@ class NSFAutoregressive(nn.Module):
         self.per_dimension: PerDimensionConditioner | None = None
         if conditioner == "made":
             self.made = MADE(self.features, size, hidden, depth, ordering, seed, residual_blocks,
-                             identity_init)
+                             identity_init, self.context_features)
         elif conditioner == "per_dimension":
+            if self.context_features:
+                raise ContextError("nsf_autoregressive: conditioner 'per_dimension' (torch-mnf's "
+                                   "NSF_AR) takes no context; use conditioner: made in a "
+                                   "conditional recipe, or context: false on this layer")
             degrees = input_degrees(self.features, ordering, seed)
             self.per_dimension = PerDimensionConditioner(self.features, size, hidden, depth, degrees)
         else:
@@ -250,22 +271,23 @@ class NSFAutoregressive(nn.Module):
                 f"nsf_autoregressive: conditioner must be 'made' or 'per_dimension', got {conditioner!r}"
             )
 
-    def spline_numbers(self, v: torch.Tensor) -> torch.Tensor:
+    def spline_numbers(self, v: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """The conditioner's (batch, D, 3K - 1) unnormalised spline numbers for input v."""
         if self.made is not None:
-            return self.made(v).transpose(1, 2)
+            return self.made(v, context).transpose(1, 2)
         return self.per_dimension(v)
 
-    def _tables(self, v: torch.Tensor):
-        return _spline.knot_tables(self.spline_numbers(v), self.n_bins, self.tail_bound)
+    def _tables(self, v: torch.Tensor, context: torch.Tensor | None = None):
+        return _spline.knot_tables(self.spline_numbers(v, context), self.n_bins, self.tail_bound)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z, log_derivative = _spline.rq_spline_forward(x, *self._tables(x), self.tail_bound)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        z, log_derivative = _spline.rq_spline_forward(x, *self._tables(x, context), self.tail_bound)
         return z, log_derivative.sum(1)
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         def step(x):
-            return _spline.rq_spline_inverse(z, *self._tables(x), self.tail_bound)
+            return _spline.rq_spline_inverse(z, *self._tables(x, context), self.tail_bound)
 
         return _fixed_point(step, torch.zeros_like(z), self.features)
 
@@ -276,8 +298,11 @@ class NSFCoupling(nn.Module):
     x_a is the first D // 2 features, x_b the rest; f1, f2 are MLPs (``hidden`` x ``depth``,
     LeakyReLU(0.2)) giving 3K - 1 spline numbers per feature; K bins on [-B, B], identity tails.
     ``both_halves`` (torch-mnf's NSF_CL, the default) transforms both halves, each conditioned on
-    the other; ``false`` transforms x_b only. ``logdet = sum log dz/dx``.
+    the other; ``false`` transforms x_b only. ``logdet = sum log dz/dx``. Conditional: both
+    networks also see the context (appended to their input).
     """
+
+    takes_context = True
 
     examples = [
         {"shape": (2,), "params": {"n_bins": 4, "hidden": 8}},
@@ -293,6 +318,7 @@ class NSFCoupling(nn.Module):
         hidden: int = 8,
         depth: int = 3,
         both_halves: bool = True,
+        context_features: int = 0,
     ):
         super().__init__()
         features = vector_features("nsf_coupling", shape)
@@ -307,30 +333,32 @@ class NSFCoupling(nn.Module):
         self.first = features // 2
         self.second = features - self.first
         size = _spline.raw_size(self.n_bins)
-        self.f1 = mlp(self.first, size * self.second, hidden, depth)
-        self.f2 = mlp(self.second, size * self.first, hidden, depth) if both_halves else None
+        self.context_features = k = int(context_features)
+        self.f1 = mlp(self.first + k, size * self.second, hidden, depth)
+        self.f2 = mlp(self.second + k, size * self.first, hidden, depth) if both_halves else None
 
-    def _spline(self, net, condition, v, inverse: bool):
-        raw = net(condition).reshape(v.shape[0], v.shape[1], -1)
+    def _spline(self, net, condition, v, inverse: bool, context=None):
+        raw = net(with_context(condition, context)).reshape(v.shape[0], v.shape[1], -1)
         tables = _spline.knot_tables(raw, self.n_bins, self.tail_bound)
         if inverse:
             return _spline.rq_spline_inverse(v, *tables, self.tail_bound)
         out, log_derivative = _spline.rq_spline_forward(v, *tables, self.tail_bound)
         return out, log_derivative.sum(1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = x[:, : self.first], x[:, self.first :]
-        b, logdet = self._spline(self.f1, a, b, inverse=False)
+        b, logdet = self._spline(self.f1, a, b, False, context)
         if self.f2 is not None:
-            a, logdet_a = self._spline(self.f2, b, a, inverse=False)
+            a, logdet_a = self._spline(self.f2, b, a, False, context)
             logdet = logdet + logdet_a
         return torch.cat([a, b], dim=1), logdet
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         a, b = z[:, : self.first], z[:, self.first :]
         if self.f2 is not None:
-            a = self._spline(self.f2, b, a, inverse=True)
-        b = self._spline(self.f1, a, b, inverse=True)
+            a = self._spline(self.f2, b, a, True, context)
+        b = self._spline(self.f1, a, b, True, context)
         return torch.cat([a, b], dim=1)
 
 

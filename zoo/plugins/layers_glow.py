@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.conditioning import with_context
 from zoo.errors import RecipeError, ShapeError
 from zoo.flow import FactorOut
 from zoo.hookspecs import hookimpl
@@ -224,8 +225,11 @@ class AffineCoupling(nn.Module):
     log s = 2 tanh(h / 2) (SNF; the layer starts as the identity), ``"sigmoid"`` gives
     s = sigmoid(h + 2) (Glow; starts as the scaling x2 * sigmoid(2) ~ 0.88 x2).
     ``logdet = sum(log s)``. Network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init conv3x3
-    (images), or an MLP with 2 hidden layers (vectors), ``hidden`` units wide.
+    (images), or an MLP with 2 hidden layers (vectors), ``hidden`` units wide. Conditional: the
+    network also sees the context (extra input channels, constant over the pixels).
     """
+
+    takes_context = True
 
     examples = [
         {"shape": (2,), "params": {"hidden": 8}},
@@ -243,12 +247,14 @@ class AffineCoupling(nn.Module):
     }
 
     def __init__(
-        self, shape: Sequence[int], hidden: int = 64, scale_fn: Literal["tanh", "sigmoid"] = "tanh"
+        self, shape: Sequence[int], hidden: int = 64, scale_fn: Literal["tanh", "sigmoid"] = "tanh",
+        context_features: int = 0,
     ):
         super().__init__()
-        self._build(tuple(shape), hidden, scale_fn, "affine_coupling")
+        self._build(tuple(shape), hidden, scale_fn, "affine_coupling", context_features)
 
-    def _build(self, shape: tuple[int, ...], width: int, scale_fn: str, name: str) -> None:
+    def _build(self, shape: tuple[int, ...], width: int, scale_fn: str, name: str,
+               context_features: int = 0) -> None:
         if width < 1:
             raise RecipeError(f"{name}: the network width must be >= 1, got {width!r}")
         if scale_fn not in ("tanh", "sigmoid"):
@@ -256,24 +262,28 @@ class AffineCoupling(nn.Module):
         self.first_channels, second_channels = _channel_halves(name, shape)
         self.out_shape = shape
         self.scale_fn = scale_fn
-        self.net = conditioner(self.first_channels, 2 * second_channels, width, len(shape) == 3)
+        self.context_features = int(context_features)
+        self.net = conditioner(self.first_channels + self.context_features, 2 * second_channels, width,
+                               len(shape) == 3)
 
-    def log_scale_and_shift(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.net(x1)
+    def log_scale_and_shift(self, x1: torch.Tensor, context: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(with_context(x1, context))
         raw, shift = h[:, 0::2], h[:, 1::2]
         if self.scale_fn == "tanh":
             return 2 * torch.tanh(raw / 2), shift
         return F.logsigmoid(raw + 2), shift
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         x1, x2 = x[:, : self.first_channels], x[:, self.first_channels :]
-        log_s, t = self.log_scale_and_shift(x1)
+        log_s, t = self.log_scale_and_shift(x1, context)
         z2 = x2 * torch.exp(log_s) + t
         return torch.cat([x1, z2], dim=1), log_s.flatten(1).sum(1)
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         x1, z2 = z[:, : self.first_channels], z[:, self.first_channels :]
-        log_s, t = self.log_scale_and_shift(x1)
+        log_s, t = self.log_scale_and_shift(x1, context)
         return torch.cat([x1, (z2 - t) * torch.exp(-log_s)], dim=1)
 
 
@@ -300,10 +310,11 @@ class Coupling(AffineCoupling):
 
     examples = WIDTH_EXAMPLES
     params_schema = WIDTH_PARAMS_SCHEMA
+    takes_context = True
 
-    def __init__(self, shape: Sequence[int], width: int = 512):
+    def __init__(self, shape: Sequence[int], width: int = 512, context_features: int = 0):
         nn.Module.__init__(self)
-        self._build(tuple(shape), width, "tanh", "coupling")
+        self._build(tuple(shape), width, "tanh", "coupling", context_features)
 
 
 # --- factoring layers (multi-scale) ------------------------------------------------------------
@@ -316,7 +327,10 @@ class Split(FactorOut):
     (a linear layer for vectors) gives m = h[:, 0::2] and logs = h[:, 1::2], and
     z2 = (x2 - m) exp(-logs) goes to the N(0, I) base. ``factor`` returns ``(x1, z2, -sum(logs))``;
     ``forward`` (from ``FactorOut``) adds ``log N(z2; 0, I)``; ``inverse(x1)`` samples z2 ~ N(0, temperature^2).
+    Conditional: the prior's convolution also sees the context (extra input channels).
     """
+
+    takes_context = True
 
     examples = [
         {"shape": (2,), "params": {}},
@@ -325,23 +339,27 @@ class Split(FactorOut):
         {"shape": (4, 2, 6), "params": {}},
     ]
 
-    def __init__(self, shape: Sequence[int]):
+    def __init__(self, shape: Sequence[int], context_features: int = 0):
         kept, factored = _channel_halves("split", tuple(shape))
         super().__init__(shape, kept)
-        self.prior = ZeroInitOutput(kept, 2 * factored, image=len(shape) == 3)
+        self.context_features = int(context_features)
+        self.prior = ZeroInitOutput(kept + self.context_features, 2 * factored, image=len(shape) == 3)
 
-    def mean_and_log_scale(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.prior(x1)
+    def mean_and_log_scale(self, x1: torch.Tensor, context: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.prior(with_context(x1, context))
         return h[:, 0::2], h[:, 1::2]
 
-    def factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def factor(self, x: torch.Tensor, context: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x1, x2 = x[:, : self.kept_channels], x[:, self.kept_channels :]
-        mean, log_scale = self.mean_and_log_scale(x1)
+        mean, log_scale = self.mean_and_log_scale(x1, context)
         z2 = (x2 - mean) * torch.exp(-log_scale)
         return x1, z2, -log_scale.flatten(1).sum(1)
 
-    def unfactor(self, x1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        mean, log_scale = self.mean_and_log_scale(x1)
+    def unfactor(self, x1: torch.Tensor, z2: torch.Tensor, context: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        mean, log_scale = self.mean_and_log_scale(x1, context)
         return torch.cat([x1, mean + torch.exp(log_scale) * z2], dim=1)
 
 
@@ -355,18 +373,22 @@ class SplitPrior(FactorOut):
 
     examples = WIDTH_EXAMPLES
     params_schema = WIDTH_PARAMS_SCHEMA
+    takes_context = True
 
-    def __init__(self, shape: Sequence[int], width: int = 512):
+    def __init__(self, shape: Sequence[int], width: int = 512, context_features: int = 0):
         kept, _ = _channel_halves("split_prior", tuple(shape))
         super().__init__(shape, kept)
-        self.coupling = Coupling(shape, width=width)
+        self.context_features = int(context_features)
+        self.coupling = Coupling(shape, width=width, context_features=context_features)
 
-    def factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, logdet = self.coupling(x)
+    def factor(self, x: torch.Tensor, context: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, logdet = self.coupling(x, context)
         return y[:, : self.kept_channels], y[:, self.kept_channels :], logdet
 
-    def unfactor(self, x1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return self.coupling.inverse(torch.cat([x1, z2], dim=1))
+    def unfactor(self, x1: torch.Tensor, z2: torch.Tensor, context: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        return self.coupling.inverse(torch.cat([x1, z2], dim=1), context)
 
 
 @hookimpl

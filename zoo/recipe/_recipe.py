@@ -13,11 +13,11 @@ import yaml
 from zoo.errors import RecipeError
 from zoo.recipe import _validate as validation
 from zoo.recipe._marks import json_path, recipe_resolvers
-from zoo.recipe._validate import LOADER_KEYS
+from zoo.recipe._validate import LAYER_ENTRY_KEYS, LOADER_KEYS
 
 TOP_LEVEL_ORDER = (
     "name", "description", "paper", "tags", "license",
-    "dataset", "model", "loss", "gradient_mode", "train", "hub",
+    "task", "dataset", "context", "model", "loss", "gradient_mode", "train", "hub",
 )
 DEFAULT_BATCH_SIZE = 100
 
@@ -77,12 +77,30 @@ class Recipe(dict):
         return name, params
 
     def layers(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """``(json_path, name, params)`` of every layer in model order, repeats expanded."""
-        return list(iter_layer_entries(self["model"]["layers"]))
+        """``(json_path, name, params)`` of every layer in model order, repeats expanded (the
+        entry key ``conditioned`` is not a param: ``layer_conditioning`` gives it)."""
+        return [(path, name, {k: v for k, v in params.items() if k not in LAYER_ENTRY_KEYS})
+                for path, name, params in iter_layer_entries(self["model"]["layers"])]
+
+    def layer_conditioning(self) -> list[bool | None]:
+        """Each layer's ``conditioned:`` (True, False, or None when the entry does not say), in
+        the order of ``layers``."""
+        return [params.get("conditioned") for _, _, params in iter_layer_entries(self["model"]["layers"])]
+
+    @property
+    def task(self) -> tuple[str, dict[str, Any]]:
+        """``(name, params)`` of the recipe's task; ``density`` when it names none."""
+        return normalize_component(self.get("task", "density"))
+
+    @property
+    def context(self) -> dict[str, Any] | None:
+        """The recipe's ``context:`` (what the flow is conditioned on), or None."""
+        return self.get("context") or None
 
     def components(self) -> list[tuple[str, str]]:
         """``(kind, name)`` of every component the recipe names, layers first, in order."""
         named = [("layers", name) for _, name, _ in self.layers()]
+        named.append(("tasks", self.task[0]))
         for kind, key in (("bases", "base"), ("datasets", "dataset"), ("losses", "loss"),
                           ("gradient_modes", "gradient_mode")):
             named.append((kind, self.component(key)[0]))

@@ -43,6 +43,7 @@ LOADER_KEYS = ("batch_size", "eval_batch_size")  # dataset keys for the loaders,
 COMPONENT_KEYS = {kind.recipe_key: kind.name for kind in KINDS.values() if kind.recipe_key}
 BASE_PATH = ("model", "base")  # the base distribution, a component like the others
 LAYER_LISTS = ("preamble", "layers")  # keys of `model` that hold layer lists
+LAYER_ENTRY_KEYS = ("conditioned",)  # keys of a layer entry that are zoo's, not the layer's params
 MAX_LAYER_ENTRIES = 100_000  # layers of one model, repeat blocks multiplied out
 INT_PARAM_LIMIT = 2**31  # default bound on integer component parameters (|value|)
 ALLOW_NONFINITE = "allow_nonfinite"  # schema keyword: NaN and infinity are allowed here
@@ -347,6 +348,8 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
         if name is None:
             continue  # malformed entry: stage 1 reported it
         name_path = path if isinstance(entry, str) else path + ("name",)
+        if kind == "layers" and not registry.has(kind, name) and registry.has("network_layers", name):
+            kind = "network_layers"  # a classifier's layer (task: classify); assembly checks the task
         if not registry.has(kind, name):
             problems.append(Problem(name_path, unknown_name_message(kind, name, registry.names(kind))))
             continue
@@ -362,6 +365,9 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
         params.pop("name", None)
         if kind == "datasets":
             for key in LOADER_KEYS:
+                params.pop(key, None)  # checked by the skeleton
+        if kind in ("layers", "network_layers"):
+            for key in LAYER_ENTRY_KEYS:
                 params.pop(key, None)  # checked by the skeleton
         owner = f"{KINDS[kind].singular} {name!r}"
         found: list[Problem] = []
@@ -415,6 +421,15 @@ def composed_schema(registry: Registry) -> dict:
                     "then": {"$ref": "#/$defs/" + _pointer_escape(ref)},
                 }
             )
+        if def_name == "layer_entry":  # a classifier's network layers are layer entries too
+            for name in registry.names("network_layers"):
+                ref = f"network_layer.{name}"
+                defs[ref] = _entry_schema(registry.get("network_layers", name), extra, schema)
+                branches.append({
+                    "if": {"type": "object", "required": ["name"], "properties": {"name": {"const": name}}},
+                    "then": {"$ref": "#/$defs/" + _pointer_escape(ref)},
+                })
+            names = names + registry.names("network_layers")
         name_schema = {"description": f"A registered {KINDS[kind].singular}.", "enum": names}
         if def_name == "layer_entry":
             entry = defs["layer_entry"]
@@ -440,6 +455,8 @@ def _entry_schema(component, extra_keys: tuple, root: dict) -> dict:
     params.setdefault("description", component.summary or component.name)
     props = params.setdefault("properties", {})
     props["name"] = {"const": component.name}
+    if component.kind == "layers":
+        props["conditioned"] = copy.deepcopy(root["$defs"]["layer_entry"]["properties"]["conditioned"])
     for key in extra_keys:
         props[key] = copy.deepcopy(root["$defs"]["dataset"]["else"]["properties"][key])
     return params
