@@ -546,3 +546,18 @@ train: {epochs: 1, max_steps_per_epoch: 1, n_samples: 2}
     one_clear_error(code, err, "no attribute 'Smilng'", "Did you mean 'Smiling'", "'5_o_Clock_Shadow'")
     code, _, err = zoo_cli(capsys, "manipulate", tmp_path / "run", "--attribute", "Smiling", "--from", "Male")
     one_clear_error(code, err, "--from names a class")
+
+
+def test_a_conditional_flow_draws_its_temperature_grid_but_has_no_single_latent_space(capsys, tmp_path):
+    write_pngs(tmp_path / "data" / "bars", bars, 8)
+    write_pngs(tmp_path / "data" / "squares", squares, 8)
+    recipe = tmp_path / "cond.yaml"
+    recipe.write_text(RECIPE.format(root=tmp_path / "data").replace("epochs: 8", "epochs: 1, max_steps_per_epoch: 1")
+                      + "context: {type: class}\n")
+    assert zoo_cli(capsys, "run", recipe, "--out", tmp_path / "run", "--no-progress")[0] == 0
+    out = tmp_path / "grid.png"
+    code, _, err = zoo_cli(capsys, "sample", tmp_path / "run", "--context", "squares", "--temperatures", "0,1",
+                           "-n", 2, "--out", out)
+    assert code == 0 and out.is_file(), err
+    code, _, err = zoo_cli(capsys, "manipulate", tmp_path / "run", "--attribute", "bars")
+    one_clear_error(code, err, "is a conditional model", "--context")
