@@ -33,7 +33,10 @@ FILE_DATA = {
     "imagenet32": (lambda d: write_imagenet(d, side=32, per_batch=2, n_val=2), ["dataset.n_val=2"]),
     "imagenet64": (lambda d: write_imagenet(d, side=64, per_batch=2, n_val=2), ["dataset.n_val=2"]),
     "celeba": (lambda d: write_celeba(d), []),
-    "image_folder": (lambda d: write_image_folder(d / "animal-faces" / "train", {"cat": 8, "dog": 4}), []),
+    # every image_folder recipe reads this one tiny folder (glow_digits_heldout's own is written by
+    # examples/write_digit_folders.py)
+    "image_folder": (lambda d: write_image_folder(d / "animal-faces" / "train", {"cat": 8, "dog": 4}),
+                     ["dataset.root=animal-faces/train"]),
     "power": (lambda d: write_power(d), []),
 }
 

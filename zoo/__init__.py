@@ -5,6 +5,10 @@
     model = zoo.build_model(recipe)          # FlowModel, untrained
     result = zoo.run(recipe)                 # train + evaluate: run folder and test metrics
     model = zoo.from_pretrained("glow-celeba-3x32")
+    z = zoo.encode(model, images); zoo.decode(model, z)          # latent space (zoo.latents)
+    zoo.temperature_grid(model, [0, 0.5, 1], n=8); zoo.interpolate(model, a, b, steps=8)
+    zoo.manipulate(model, image, zoo.attribute_direction(model, dataset, "Smiling"), [0, 1.6])
+    zoo.score_folder(model, "folder/", reference=latents)       # rank images (zoo.anomaly)
 """
 
 from zoo.errors import ZooError
@@ -21,8 +25,19 @@ __all__ = [
     "from_pretrained",
     "load_run",
     "FlowModel",
+    "encode",
+    "decode",
+    "temperature_grid",
+    "interpolate",
+    "attribute_direction",
+    "manipulate",
+    "training_latents",
+    "score_folder",
     "__version__",
 ]
+
+LATENT_API = ("encode", "decode", "temperature_grid", "interpolate", "attribute_direction", "manipulate",
+              "training_latents")
 
 
 def __getattr__(name):
@@ -44,6 +59,14 @@ def __getattr__(name):
         from zoo.hub import from_pretrained
 
         return from_pretrained
+    if name in LATENT_API:
+        from zoo import latents
+
+        return getattr(latents, name)
+    if name == "score_folder":
+        from zoo.anomaly import score_folder
+
+        return score_folder
     if name == "FlowModel":
         from zoo.flow import FlowModel
 

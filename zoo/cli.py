@@ -2,7 +2,9 @@
 
     zoo run RECIPE [key=value ...] [--out DIR] [--overwrite]     zoo validate RECIPE...
     zoo list [KIND] [NAME|PATTERN] [-v] [--json]                 zoo plugins      zoo schema
-    zoo sample RUN|NAME [-n N] [--temperature T]    zoo eval RUN|NAME [--seed S]    zoo score RUN|NAME FILE...
+    zoo sample RUN|NAME [-n N] [--temperature T | --temperatures T,T,...]    zoo eval RUN|NAME [--seed S]
+    zoo score RUN|NAME FILE...|FOLDER [--outlier CLASS]    zoo manipulate RUN|NAME --attribute NAME [--from CLASS]
+    zoo interpolate RUN|NAME A.png B.png [--steps N] [--path linear|slerp]
     zoo pull NAME|ORG/REPO          zoo push RUN --repo-id ORG/NAME
 
 A RECIPE is a file or the name of a shipped recipe (`zoo list recipes`). Options and positionals
@@ -261,6 +263,10 @@ def _sample(args, recipe, model) -> int:
     from zoo.budget import check_sample_count
 
     check_sample_count(model, args.n, where=f"zoo sample {args.source}")
+    if args.temperatures is not None:
+        from zoo._cli_latents import sample_temperatures
+
+        return sample_temperatures(args, recipe, model)
     torch.manual_seed(args.seed)
     out = Path(args.out) if args.out else _default_output(args.source, f"sample_t{args.temperature:g}.png")
     shape = tuple(model.shape)
@@ -329,8 +335,20 @@ def cmd_eval(args) -> int:
 def cmd_score(args) -> int:
     from zoo.score import score_files
 
+    folders = [f for f in args.files if Path(f).is_dir()]
+    if folders:
+        if len(args.files) > 1:
+            raise UsageError(f"{folders[0]} is a folder: score one folder (`zoo score RUN FOLDER`) or "
+                             "image files (`zoo score RUN a.png b.png`), not both")
+        from zoo._cli_latents import cmd_score_folder
+
+        return cmd_score_folder(args, folders[0])
     recipe, model = load_model(args.source)
-    for path, nll, bpd in score_files(model, args.files):
+
+    def notify(line: str) -> None:
+        print(f"note: {line} to fit the model", file=sys.stderr)
+
+    for path, nll, bpd in score_files(model, args.files, notify=notify):
         print(f"{path}\t{nll:.4f} nats" + (f"\t{bpd:.4f} bits/dim" if bpd is not None else ""))
     return 0
 
@@ -474,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "zoo sample runs/cglow_mnist_small --context 7 --temperature 0.7"])
     p.add_argument("source", metavar="RUN|NAME")
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the latent (default 1)")
+    p.add_argument("--temperatures", metavar="T,T,...",
+                   help="image models: one grid, a row of -n samples per temperature (e.g. 0,0.25,0.5,0.7,1)")
     p.add_argument("-n", type=int, default=64, help=f"number of samples, 1 to {MAX_SAMPLES:,} (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--exact-inverse", action="store_true",
@@ -499,10 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the dequantization noise (default 0): the same seed, the same NLL")
     p.add_argument("--data-dir", help="where dataset files are (default $ZOO_DATA_DIR or ./data)")
 
-    p = command("score", cmd_score, "anomaly scores (NLL) of files under a model: high = unusual",
-                ["zoo score runs/latest points.txt", "zoo score runs/faces odd.png usual.png"])
+    p = command("score", cmd_score, "anomaly scores (NLL) of files, or a folder ranked, under a model: high = unusual",
+                ["zoo score runs/latest points.txt", "zoo score runs/faces odd.png usual.png",
+                 "zoo score runs/digits data/digits-scored --outlier 7"])
     p.add_argument("source", metavar="RUN|NAME")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE|FOLDER")
+    from zoo._cli_latents import add_commands, add_score_options
+
+    add_score_options(p)
+    add_commands(command)
 
     p = command("pull", cmd_pull, "download a named model or ORG/REPO from the Hub",
                 ["zoo pull glow-celeba-3x32", "zoo pull you/realnvp-moons --revision main"])

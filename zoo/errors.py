@@ -55,6 +55,10 @@ class ActivationRangeError(ZooError):
     """An activation's inverse got a value outside the activation's range."""
 
 
+class LabelError(ZooError):
+    """A data set's labels cannot answer what was asked: it has none, or no such class or attribute."""
+
+
 class ContextError(ZooError):
     """A conditional model got a context it cannot take (wrong size, dtype or class), or a recipe
     conditions a model on labels its data set lacks, or a layer that cannot take one."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,14 +22,25 @@ from zoo.flow import FlowModel
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def load_image_as(path: Path, shape: Sequence[int], n_bits: int | None) -> torch.Tensor:
-    """An image file as a (C, H, W) tensor on the model's discrete scale."""
+def load_image_as(path: Path, shape: Sequence[int], n_bits: int | None,
+                  notes: list[str] | None = None) -> torch.Tensor:
+    """An image file as a (C, H, W) tensor on the model's discrete scale.
+
+    An image of another size or mode is resized (bilinear) and converted; each change is
+    appended to ``notes`` ("resized from 40x50 to 28x28", "converted from RGB to grey")."""
     c, h, w = shape
+    target = "L" if c == 1 else "RGB"
     try:
         image = Image.open(path)
-        image = image.convert("L" if c == 1 else "RGB")
-    except (OSError, UnidentifiedImageError) as exc:
+        image.load()
+        mode, size = image.mode, image.size
+        image = image.convert(target)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from exc
+    if notes is not None and size != (w, h):
+        notes.append(f"resized from {size[0]}x{size[1]} to {w}x{h}")
+    if notes is not None and mode != target:
+        notes.append(f"converted from {mode} to {'grey' if target == 'L' else 'RGB'}")
     image = image.resize((w, h), Image.BILINEAR)
     array = np.asarray(image, dtype=np.float32).reshape(h, w, c).transpose(2, 0, 1)
     if n_bits and n_bits < 8:
@@ -50,8 +61,10 @@ def load_vectors(path: Path, dim: int) -> torch.Tensor:
     return torch.from_numpy(data)
 
 
-def score_files(model: FlowModel, files: Sequence[str]) -> Iterator[tuple[str, float, float | None]]:
-    """Yield (name, NLL in nats, bits/dim or None) per image file or per row of a vector file."""
+def score_files(model: FlowModel, files: Sequence[str],
+                notify: Callable[[str], None] | None = None) -> Iterator[tuple[str, float, float | None]]:
+    """Yield (name, NLL in nats, bits/dim or None) per image file or per row of a vector file;
+    ``notify`` hears what was done to an image of another size or mode."""
     model.eval()
     is_image = len(model.shape) == 3
     for name in files:
@@ -61,7 +74,10 @@ def score_files(model: FlowModel, files: Sequence[str]) -> Iterator[tuple[str, f
         if is_image:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(f"{path}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            batch = load_image_as(path, model.shape, model.n_bits)[None]
+            notes: list[str] = []
+            batch = load_image_as(path, model.shape, model.n_bits, notes)[None]
+            if notes and notify is not None:
+                notify(f"{path}: {' and '.join(notes)}")
             labels = [str(path)]
         else:
             batch = load_vectors(path, model.dim).reshape(-1, *model.shape)

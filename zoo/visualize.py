@@ -44,6 +44,15 @@ def save_png(array: np.ndarray, path: Path) -> Path:
 # --- image grids -------------------------------------------------------------------------------
 
 
+def to_uint8(images: torch.Tensor, n_bits: int | None) -> torch.Tensor:
+    """(N, C, H, W) images on the data's discrete scale as uint8 0..255: discrete data
+    (``n_bits``) map 0 .. 2^b - 1 to 0 .. 255; continuous data are min-max scaled, all together."""
+    levels = 2 ** n_bits if n_bits else None
+    x = images.detach().float().cpu()
+    x = x / (levels - 1) if levels else (x - x.min()) / (x.max() - x.min() + 1e-12)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def image_grid(images: torch.Tensor, n_bits: int | None, pad: int = 2,
                separator: int = GRID_SEPARATOR) -> np.ndarray:
     """Tile (N, C, H, W) images, on the data's discrete scale, into one uint8 picture.
@@ -52,10 +61,7 @@ def image_grid(images: torch.Tensor, n_bits: int | None, pad: int = 2,
     around the border. Discrete data (``n_bits``) map 0 .. 2^b - 1 to 0 .. 255; continuous
     data are min-max scaled. Returns (H', W') for 1 channel, (H', W', 3) for 3 or more.
     """
-    levels = 2 ** n_bits if n_bits else None
-    x = images.detach().float().cpu()
-    x = x / (levels - 1) if levels else (x - x.min()) / (x.max() - x.min() + 1e-12)
-    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    x = to_uint8(images, n_bits)
     n, c, h, w = x.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -66,6 +72,54 @@ def image_grid(images: torch.Tensor, n_bits: int | None, pad: int = 2,
         grid[:, top : top + h, left : left + w] = x[i]
     array = grid.permute(1, 2, 0).numpy()
     return array[:, :, 0] if c == 1 else array[:, :, :3]
+
+
+TILE_MIN = 84  # rows of labelled tiles are enlarged (nearest neighbour) to at least this side
+
+
+def image_rows(rows: Sequence[torch.Tensor], n_bits: int | None, row_labels: Sequence[str] = (),
+               tile_labels: Sequence[Sequence[str]] = (), title: str | None = None) -> np.ndarray:
+    """Rows of images, each (n, C, H, W) on the data's scale, as one labelled RGB picture.
+
+    Tiles are enlarged by a whole factor to at least ``TILE_MIN`` pixels (small digits stay
+    sharp), ``row_labels`` are written left of each row, ``tile_labels[r][i]`` under tile i of
+    row r, ``title`` on top. Continuous data are min-max scaled over all rows together, so the
+    rows stay comparable. Returns (H, W, 3) uint8.
+    """
+    from PIL import ImageDraw
+
+    from zoo._figure import INK, font, text_size
+
+    counts = [len(r) for r in rows]
+    tiles = to_uint8(torch.cat([r.reshape(len(r), *r.shape[-3:]) for r in rows]), n_bits)
+    n, c, h, w = tiles.shape
+    scale = max(1, math.ceil(TILE_MIN / max(h, w)))
+    th, tw, gap, size = h * scale, w * scale, 6, 13
+    left = 12 + max((text_size(label, size)[0] for label in row_labels), default=0)
+    caption = 18 if any(any(labels) for labels in tile_labels) else 0
+    top = 34 if title else 10
+    width = max(left + max(counts) * (tw + gap) + 6, text_size(title, 15)[0] + 20 if title else 0)
+    height = top + len(rows) * (th + caption + gap) + 6
+    picture = Image.new("RGB", (width, height), PAPER)
+    draw = ImageDraw.Draw(picture)
+    if title:
+        draw.text((width / 2, 10), title, font=font(15), fill=INK, anchor="ma")
+    start = 0
+    for r, count in enumerate(counts):
+        y = top + r * (th + caption + gap)
+        if r < len(row_labels):
+            draw.text((6, y + th / 2), row_labels[r], font=font(size), fill=INK, anchor="lm")
+        for i in range(count):
+            tile = tiles[start + i].permute(1, 2, 0).numpy()
+            tile = tile[:, :, 0] if c == 1 else tile[:, :, :3]
+            image = Image.fromarray(tile).convert("RGB").resize((tw, th), Image.NEAREST)
+            x = left + i * (tw + gap)
+            picture.paste(image, (x, y))
+            labels = tile_labels[r] if r < len(tile_labels) else ()
+            if i < len(labels) and labels[i]:
+                draw.text((x + tw / 2, y + th + 3), labels[i], font=font(12), fill=INK, anchor="ma")
+        start += count
+    return np.asarray(picture)
 
 
 # --- 2-D figures -------------------------------------------------------------------------------
