@@ -107,9 +107,11 @@ def test_mnf_is_less_sure_than_lenet_of_the_upside_down_nine(tmp_path):
     """torch-mnf's figure in numbers: on the embedded digits, after one epoch each, the MNF
     LeNet's predictive entropy on the 180-degree rotated 9 is above the plain LeNet's."""
     overrides = ["train.epochs=1", "task.figure_samples=100", "task.eval_samples=5"]
-    mnf = zoo.run(zoo.load_recipe("mnf_lenet_mnist", overrides), out=tmp_path / "mnf", **QUIET)
     lenet = zoo.run(zoo.load_recipe("lenet_mnist", overrides), out=tmp_path / "lenet", **QUIET)
+    mnf = zoo.run(zoo.load_recipe("mnf_lenet_mnist", overrides + [f"task.beside={tmp_path / 'lenet'}"]),
+                  out=tmp_path / "mnf", **QUIET)
     assert mnf.metrics["test_accuracy"] > 0.5 and lenet.metrics["test_accuracy"] > 0.8
     assert mnf.metrics["rotated_entropy"][-1] > lenet.metrics["rotated_entropy"][-1]
+    assert mnf.metrics["beside_rotated_entropy"] == pytest.approx(lenet.metrics["rotated_entropy"], abs=1e-6)
     assert len(mnf.metrics["rotated_entropy"]) == 10  # 0, 20, ..., 180 degrees
     assert (tmp_path / "mnf" / "samples" / "final_rotated_9.png").is_file()

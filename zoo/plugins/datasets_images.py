@@ -79,7 +79,9 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor]:
         if self.cache is not None and index in self.cache:
             return (self.cache[index].float(),)
-        image = torch.from_numpy(_readers.quantize(self.read(self.paths[index]), self.n_bits))
+        pixels = _readers.quantize(self.read(self.paths[index]), self.n_bits)
+        # a decoded image may be a read-only view of Pillow's buffer; torch wants memory it owns
+        image = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy())
         if self.cache is not None:
             self.cache[index] = image
         return (image.float(),)

@@ -162,11 +162,13 @@ class ClassifyTask:
     name = "classify"
     model_kind = "classifier"
 
-    def __init__(self, eval_samples: int = 10, rotated_digit: int | None = 9, figure_samples: int = 500):
+    def __init__(self, eval_samples: int = 10, rotated_digit: int | None = 9, figure_samples: int = 500,
+                 beside: str | None = None):
         if eval_samples < 1 or figure_samples < 1:
             raise RecipeError("classify: eval_samples and figure_samples must be >= 1")
         self.eval_samples, self.figure_samples = int(eval_samples), int(figure_samples)
         self.rotated_digit = rotated_digit
+        self.beside = beside  # a classifier's run folder (or model name) drawn beside in the figure
         self.n_train: int | None = None
 
     def build_model(self, recipe, shape, n_bits, registry, labels):
@@ -235,9 +237,20 @@ class ClassifyTask:
         line = f"accuracy {values['accuracy']:.4f}, NLL {values['nll']:.4f} nats, ECE {values['ece']:.4f}"
         return Evaluation(values["nll"], values, line, sum(len(y) for y in labels))
 
+    def _beside_model(self, recipe):
+        """(name, model) of ``beside``: a classifier's run folder or model name."""
+        from zoo.runs import open_model
+
+        other_recipe, other = open_model(self.beside)
+        if other_recipe.task[0] != "classify":
+            raise RecipeError(f"{recipe.where}: $.task.beside: {self.beside} is a "
+                              f"{other_recipe.task[0]} run, not a classifier")
+        return other_recipe["name"], other
+
     def outputs(self, model, dataset, folder, recipe, log) -> dict[str, Any]:
         """torch-mnf's rotated-digit figure (when the data set has that class): the per-class
-        softmax of ``figure_samples`` passes at 0..180 degrees, and its predictive entropies."""
+        softmax of ``figure_samples`` passes at 0..180 degrees, and its predictive entropies;
+        with ``beside``, that classifier's beside it (torch-mnf: MNF beside LeNet)."""
         from zoo.classify import predictive_entropy, rotation_predictions, save_rotation_figure
 
         if self.rotated_digit is None or str(self.rotated_digit) not in (dataset.classes or ()):
@@ -249,13 +262,19 @@ class ClassifyTask:
             return {}
         image = dataset.test[index][0].to(next(model.parameters()).device)
         rotated, probs = rotation_predictions(model, image, samples=self.figure_samples)
-        entropies = [float(e) for e in predictive_entropy(probs.mean(1))]
+        panels = {recipe["name"]: probs.cpu()}
+        metrics: dict[str, Any] = {"rotated_entropy": [float(e) for e in predictive_entropy(probs.mean(1))]}
+        if self.beside is not None:
+            name, other = self._beside_model(recipe)
+            other_probs = rotation_predictions(other.to(image.device), image, samples=self.figure_samples)[1]
+            panels[name if name != recipe["name"] else f"{name} ({self.beside})"] = other_probs.cpu()
+            metrics["beside_rotated_entropy"] = [float(e) for e in predictive_entropy(other_probs.mean(1))]
         try:
             save_rotation_figure(folder / "samples" / f"final_rotated_{self.rotated_digit}.png",
-                                 rotated.cpu() / max(float(rotated.max()), 1e-12), {recipe["name"]: probs.cpu()})
+                                 rotated.cpu() / max(float(rotated.max()), 1e-12), panels)
         except ImportError:
             log("note: the rotated-digit figure needs matplotlib (pip install matplotlib)")
-        return {"rotated_entropy": entropies}
+        return metrics
 
 
 def density() -> DensityTask:
@@ -275,9 +294,9 @@ def inverse_problem(posterior_samples: int = 500, calibration_examples: int = 20
 
 
 def classify(eval_samples: int = 10, rotated_digit: Optional[int] = 9,
-             figure_samples: int = 500) -> ClassifyTask:
+             figure_samples: int = 500, beside: Optional[str] = None) -> ClassifyTask:
     """A classifier of the data set's classes: cross-entropy, or the ELBO with MNF layers."""
-    return ClassifyTask(eval_samples, rotated_digit, figure_samples)
+    return ClassifyTask(eval_samples, rotated_digit, figure_samples, beside)
 
 
 classify.params_schema = {
@@ -289,6 +308,9 @@ classify.params_schema = {
                           "type": ["integer", "null"], "minimum": 0, "maximum": 9, "default": 9},
         "figure_samples": {"description": "Softmax samples per angle in the rotated-digit figure.",
                            "type": "integer", "minimum": 1, "maximum": 5000, "default": 500},
+        "beside": {"description": "A classifier's run folder or model name drawn beside this one in "
+                   "the rotated-digit figure (torch-mnf: MNF beside LeNet).",
+                   "type": ["string", "null"], "maxLength": 1000, "default": None},
     },
     "additionalProperties": False,
 }
