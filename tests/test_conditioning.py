@@ -172,8 +172,12 @@ def test_observed_contexts_are_checked_and_parsed():
 
 def test_a_layer_that_cannot_take_a_context_is_refused_when_asked_to():
     layers = [{"name": "actnorm", "conditioned": True}, {"name": "affine_coupling", "hidden": 8}]
-    with pytest.raises(ContextError, match="'actnorm' cannot take a context.*affine_coupling"):
-        zoo.build_model(recipe(model={"layers": layers}))
+    # refused at validation (so `zoo validate` says it), with the place in the recipe
+    with pytest.raises(RecipeError, match=r"layers\[0\].conditioned: the layer 'actnorm' cannot take a "
+                       "context; layers that can: affine_coupling"):
+        recipe(model={"layers": layers})
+    with pytest.raises(RecipeError, match="`conditioned: true`, but the recipe has no context"):
+        recipe(context=None, model={"layers": layers})
 
 
 def test_conditioned_false_keeps_a_layer_unconditional():
@@ -186,8 +190,10 @@ def test_conditioned_false_keeps_a_layer_unconditional():
 
 def test_a_conditional_recipe_where_nothing_takes_the_context_is_refused():
     layers = [{"name": "actnorm"}, {"name": "reverse"}]
-    with pytest.raises(ContextError, match="none of its layers nor its base takes the context"):
-        zoo.build_model(recipe(model={"layers": layers}))
+    with pytest.raises(RecipeError, match="context: the recipe is conditional, but none of its layers "
+                       "nor its base takes the context"):
+        recipe(model={"layers": layers})
+    recipe(model={"base": "diagonal_normal", "layers": layers})  # a conditional base is enough
 
 
 def test_context_needs_labels_of_the_right_kind():

@@ -376,7 +376,43 @@ def component_problems(data: Mapping, registry: Registry) -> list[Problem]:
         found += _nonfinite_problems(params, schema, owner, base=path, known=found)
         found += _big_integer_problems(params, schema, owner, path, found)
         problems += found
+    if not problems:
+        problems += conditioning_problems(data, registry)
     return problems
+
+
+def conditioning_problems(data: Mapping, registry: Registry) -> list[Problem]:
+    """A conditional recipe's layers: ``conditioned: true`` on a layer that cannot take a context
+    (or in a recipe without one), and a ``context:`` that no layer nor the base takes."""
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return []
+    conditional = isinstance(data.get("context"), dict)
+    takers = conditionable = 0
+    for key in LAYER_LISTS:
+        for path, entry in layer_entries(model.get(key), ("model", key), expand=False):
+            name = _component_name(entry)
+            if name is None or not registry.has("layers", name):
+                continue
+            can = bool(getattr(registry.get("layers", name).factory, "takes_context", False))
+            flag = entry.get("conditioned") if isinstance(entry, dict) else None
+            if flag is True and not conditional:
+                return [Problem(path + ("conditioned",), "`conditioned: true`, but the recipe has no "
+                                "context:; add one (e.g. context: {type: class}) or remove the key")]
+            if flag is True and not can:
+                names = sorted(c.name for c in registry.components("layers")
+                               if getattr(c.factory, "takes_context", False))
+                return [Problem(path + ("conditioned",), f"the layer {name!r} cannot take a context; "
+                                f"layers that can: {', '.join(names)}")]
+            conditionable += 1
+            takers += can and flag is not False
+    base = _component_name(model.get("base", "standard_normal"))
+    base_takes = base is not None and registry.has("bases", base) and bool(
+        getattr(registry.get("bases", base).factory, "takes_context", False))
+    if conditional and conditionable and not takers and not base_takes:
+        return [Problem(("context",), "the recipe is conditional, but none of its layers nor its base "
+                        "takes the context (`zoo list layers -v NAME` says which can)")]
+    return []
 
 
 @functools.lru_cache(maxsize=256)
