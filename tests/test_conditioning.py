@@ -312,3 +312,12 @@ def test_unconditional_layers_of_a_plugin_keep_working_in_a_conditional_recipe()
     x = torch.randn(5, 2)
     z, _ = model(x, torch.zeros(5, dtype=torch.long))
     assert torch.allclose(model.inverse(z, torch.zeros(5, dtype=torch.long)), x, atol=1e-6)
+
+
+def test_the_memory_budget_counts_the_context_inputs(tmp_path):
+    from zoo import budget
+
+    layers = [{"name": "affine_coupling", "hidden": 64}]
+    plain = budget.estimate_recipe(recipe(model={"layers": layers}), (2,))
+    wide = budget.estimate_recipe(recipe(model={"layers": layers}), (2,), context_features=10_000)
+    assert wide.param_bytes - plain.param_bytes == 10_000 * 64 * 4  # the first layer's extra inputs

@@ -229,9 +229,10 @@ def build_model(
     if getattr(task, "model_kind", "flow") == "classifier":
         return task.build_model(recipe, tuple(shape), n_bits, registry,
                                 labels if labels is not None else dataset_label_facts(recipe, registry))
-    check_budget(recipe, shape, registry)  # before any layer allocates (estimated on `meta`)
     context = build_context(recipe, labels, registry)
     features = context.features if context is not None else 0
+    # before any layer allocates (estimated on `meta`)
+    check_budget(recipe, shape, registry, context_features=features)
     layers = build_layers(recipe, shape, registry, context_features=features)
     model = FlowModel(layers, shape, n_bits=n_bits, context=context)
     if model.latent_dim != math.prod(model.out_shape) + _factored_dims(model):

@@ -100,8 +100,9 @@ def large_allowed(recipe: Mapping | None = None) -> bool:
 _STOP = object()  # the layer refuses its input (a ZooError, a ValueError): the real build says why
 
 
-def estimate_recipe(recipe, shape: Sequence[int], registry=None) -> Estimate:
-    """The estimate of a recipe's model on inputs of per-sample ``shape``, built on ``meta``.
+def estimate_recipe(recipe, shape: Sequence[int], registry=None, context_features: int = 0) -> Estimate:
+    """The estimate of a recipe's model on inputs of per-sample ``shape``, built on ``meta``
+    (conditional layers with ``context_features`` inputs more, as assembly builds them).
 
     Refuses (RecipeError) more than MAX_LAYER_ENTRIES layers before expanding the repeat blocks.
     Layers the registry does not know or that refuse their input end the count: building the
@@ -124,9 +125,13 @@ def estimate_recipe(recipe, shape: Sequence[int], registry=None) -> Estimate:
     uncounted: list[str] = []
     largest: tuple[int, str] = (0, "")
     built: dict[tuple, Any] = {}  # a repeat block builds the same layer on the same shape again
-    for path, name, params in recipe.layers():
+    flags = recipe.layer_conditioning()
+    for index, (path, name, params) in enumerate(recipe.layers()):
         if not registry.has("layers", name) or registry.get("layers", name).error:
             break
+        if (context_features and flags[index] is not False
+                and getattr(registry.get("layers", name).factory, "takes_context", False)):
+            params = {**params, "context_features": int(context_features)}
         key = (name, shape, json.dumps(params, sort_keys=True, default=repr))
         if key not in built:
             built[key] = _meta_layer(registry.get("layers", name).factory, shape, params)
@@ -222,14 +227,15 @@ def estimate_model(model: torch.nn.Module) -> Estimate:
 # --- checks --------------------------------------------------------------------------------------
 
 
-def check_budget(recipe, shape: Sequence[int], registry=None, *, training: bool = False) -> Estimate:
+def check_budget(recipe, shape: Sequence[int], registry=None, *, training: bool = False,
+                 context_features: int = 0) -> Estimate:
     """Refuse (RecipeError) a recipe whose model cannot be built here, before building it.
 
     ``training=False`` (what ``build_model`` asks): the weights plus the inference activations of
     one evaluation batch; ``training=True``: the training footprint at the training batch size.
     Returns the estimate.
     """
-    estimate = estimate_recipe(recipe, shape, registry)
+    estimate = estimate_recipe(recipe, shape, registry, context_features)
     loader = recipe.loader
     batch = loader["batch_size"] if training else loader["eval_batch_size"]
     need = estimate.training_bytes(batch) if training else estimate.inference_bytes(batch)
