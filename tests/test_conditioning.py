@@ -321,3 +321,16 @@ def test_the_memory_budget_counts_the_context_inputs(tmp_path):
     plain = budget.estimate_recipe(recipe(model={"layers": layers}), (2,))
     wide = budget.estimate_recipe(recipe(model={"layers": layers}), (2,), context_features=10_000)
     assert wide.param_bytes - plain.param_bytes == 10_000 * 64 * 4  # the first layer's extra inputs
+
+
+def test_zoo_score_of_a_class_conditional_flow_is_the_mixture_over_classes():
+    from zoo.score import marginal_log_prob
+
+    model = perturbed(zoo.build_model(recipe()))
+    prior = torch.tensor(model.context_encoder.prior, dtype=torch.float64)
+    assert prior.sum().item() == pytest.approx(1.0) and len(prior) == 2
+    x = torch.randn(6, 2)
+    with torch.no_grad():
+        by_class = torch.stack([model.log_prob(x, torch.full((6,), k)).double() for k in (0, 1)], 1)
+        expected = torch.logsumexp(by_class + prior.log(), dim=1)
+        assert torch.allclose(marginal_log_prob(model, x).double(), expected, atol=1e-5)

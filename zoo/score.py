@@ -61,6 +61,25 @@ def load_vectors(path: Path, dim: int) -> torch.Tensor:
     return torch.from_numpy(data)
 
 
+def marginal_log_prob(model, x: torch.Tensor) -> torch.Tensor:
+    """log p(x): a flow's own, or for a class-conditional flow the mixture over its classes,
+    log sum_y p(x | y) p(y) (the training prior, uniform when unknown). Other conditional flows
+    need their context: a ContextError says so."""
+    from zoo.errors import ContextError
+
+    encoder = getattr(model, "context_encoder", None)
+    if encoder is None:
+        return model.log_prob(x)
+    if encoder.kind != "class":
+        raise ContextError(f"this model is conditioned on {encoder.describe()}: it has no density of "
+                           "x alone to score; score it in Python with model.log_prob(x, context)")
+    from zoo.tasks import class_log_likelihoods
+
+    prior = torch.tensor(encoder.prior, dtype=torch.float64) if encoder.prior else torch.ones(encoder.num_classes)
+    log_prior = (prior / prior.sum()).log().to(x.device)
+    return torch.logsumexp(class_log_likelihoods(model, x) + log_prior, dim=1).to(x.dtype)
+
+
 def score_files(model: FlowModel, files: Sequence[str],
                 notify: Callable[[str], None] | None = None) -> Iterator[tuple[str, float, float | None]]:
     """Yield (name, NLL in nats, bits/dim or None) per image file or per row of a vector file;
@@ -83,6 +102,6 @@ def score_files(model: FlowModel, files: Sequence[str],
             batch = load_vectors(path, model.dim).reshape(-1, *model.shape)
             labels = [f"{path}:{i + 1}" for i in range(batch.shape[0])]
         with torch.no_grad():
-            nll = (-model.log_prob(batch.to(next(model.parameters()).device))).cpu()
+            nll = (-marginal_log_prob(model, batch.to(next(model.parameters()).device))).cpu()
         for label, value in zip(labels, nll.tolist()):
             yield label, value, value / (model.dim * math.log(2)) if is_image else None
