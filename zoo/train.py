@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import zoo
-from zoo import assemble, runs, tracking
+from zoo import assemble, report, runs, tracking
 from zoo._atomic import write_json, write_text
 from zoo.budget import check_batch, large_allowed
 from zoo.data import EnergyTarget, FlowDataset, Placeholders, first_tensor
@@ -531,6 +531,7 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
             line += f", {test['bpd']:.4f} bits/dim"
     log(f"{line} (best epoch {state.best_epoch}); run folder: {state.folder}")
     tracking.finish(state, metrics)
+    report.write_after_run(state, log)
     return RunResult(state.folder, metrics)
 
 
