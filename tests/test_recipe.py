@@ -136,8 +136,8 @@ def test_minimal_recipe_gets_its_normal_form(load, tmp_path):
     train = recipe["train"]
     assert train["epochs"] == 10 and train["lr"] == 1e-3 and train["betas"] == [0.9, 0.999]
     assert train["max_steps_per_epoch"] is None and train["on_nonfinite"] == "stop"
-    assert train["log_timing"] is True and train["allow_large"] is False and len(train) == 20
-    assert train["threads"] == "auto"
+    assert train["log_timing"] is True and train["allow_large"] is False and len(train) == 21
+    assert train["threads"] == "auto" and train["log"] == []  # no tracker beside metrics.jsonl
     assert list(recipe)[:2] == ["name", "dataset"]
 
 

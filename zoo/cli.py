@@ -6,6 +6,7 @@
     zoo score RUN|NAME FILE...|FOLDER [--outlier CLASS]    zoo manipulate RUN|NAME --attribute NAME [--from CLASS]
     zoo interpolate RUN|NAME A.png B.png [--steps N] [--path linear|slerp]
     zoo pull NAME|ORG/REPO          zoo push RUN --repo-id ORG/NAME
+    zoo report RUN [RUN2 ...] [--out FILE]
 
 A RECIPE is a file or the name of a shipped recipe (`zoo list recipes`). Options and positionals
 mix freely (`zoo list layers -v actnorm`, `zoo run toydensity --out r train.epochs=2`). Every
@@ -363,6 +364,17 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from zoo import report
+
+    if len(args.runs) == 1:
+        path = report.write_run_report(args.runs[0], out=args.out)
+    else:
+        path = report.write_comparison(args.runs, out=args.out or report.REPORT_FILE)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_pull(args) -> int:
     from zoo import hub
 
@@ -528,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_score_options(p)
     add_commands(command)
+
+    p = command("report", cmd_report,
+                "write a run's page (RUN/report.html), or compare runs side by side (--out, default ./report.html)",
+                ["zoo report runs/latest", "zoo report runs/a runs/b --out compare.html"])
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", help="the page's file (default RUN/report.html for one run, ./report.html for several)")
 
     p = command("pull", cmd_pull, "download a named model or ORG/REPO from the Hub",
                 ["zoo pull glow-celeba-3x32", "zoo pull you/realnvp-moons --revision main"])

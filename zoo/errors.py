@@ -43,6 +43,11 @@ class TrainingError(ZooError):
     """Training cannot go on (e.g. the loss became non-finite)."""
 
 
+class TrackingError(ZooError):
+    """A tracker that ``train.log`` names cannot start (its extra is not installed, or it
+    refuses to), or a run report cannot be written."""
+
+
 class DataFilesNotFound(DataError):
     """None of a dataset's files are where zoo looked (as opposed to some of them missing)."""
 

@@ -9,6 +9,7 @@ A run folder holds:
     metrics.jsonl       one line per evaluation
     metrics.json        final test metrics (NLL in nats, bits/dim for images, timing)
     samples/*.png       sample grids (images) or density plots (2-D data)
+    report.html         the run's page (``zoo.report``); tensorboard/, wandb/: ``zoo.tracking``'s
 
 A pulled Hub snapshot holds ``config.json`` (the same facts, recipe inlined) instead of
 ``run.json``. ``load_folder`` reads both with the same checks, the strictest of each: the files'
@@ -38,6 +39,7 @@ CONFIG_FILE = "config.json"  # a Hub snapshot's
 METRICS_FILE = "metrics.json"
 LATEST_LINK = "latest"
 RUN_FILES = (RECIPE_FILE, INFO_FILE, WEIGHTS_FILE, "metrics.jsonl", METRICS_FILE)
+REPORT_FILE = "report.html"  # zoo.report's page of the run
 
 MAX_JSON_BYTES = 4 * 2**20     # run.json, config.json, metrics.json are a few KiB
 MAX_JSON_DEPTH = 64
@@ -80,8 +82,12 @@ def create_run_folder(name: str, out: str | os.PathLike | None = None, overwrite
     if out is not None:
         folder = check_output_folder(out, overwrite)
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in RUN_FILES:
+        for stale in (*RUN_FILES, REPORT_FILE):
             (folder / stale).unlink(missing_ok=True)
+        samples = folder / "samples"  # the replaced run's pictures would pass for this one's
+        if samples.is_dir() and not samples.is_symlink():
+            for picture in samples.glob("*.png"):
+                picture.unlink(missing_ok=True)
         remove_stale_temporaries(folder)
         return folder
     root = runs_dir()
@@ -227,6 +233,72 @@ def checked_plugins(value: Any, path: Path, error=WeightsError) -> dict[str, dic
         if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
             raise error(f"{path}: `plugins.{name}` must map distribution/version to strings")
     return value
+
+
+# --- reading: the evaluation log and the pictures (the report's and the trackers' files) -------
+
+MAX_LOG_BYTES = 64 * 2**20     # metrics.jsonl: a line per evaluation, ~200 bytes each
+MAX_LOG_LINE = 64 * 2**10
+MAX_PICTURE_BYTES = 16 * 2**20  # one sample grid or density plot (a few hundred KiB)
+MAX_PICTURES = 200
+MAX_PICTURES_BYTES = 128 * 2**20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_metrics_log(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
+    """The records of a run's ``metrics.jsonl`` (one mapping per evaluation) and how many lines
+    were skipped as not one (the last line of a killed run may be cut short); bounded in size."""
+    path = Path(folder) / "metrics.jsonl"
+    if not path.exists():
+        return [], 0
+    if path.is_symlink() or not path.is_file():
+        raise WeightsError(f"{path}: not a regular file; the run folder is not one zoo wrote")
+    size = path.stat().st_size
+    if size > MAX_LOG_BYTES:
+        raise WeightsError(f"{path}: {size:,} bytes, more than the {MAX_LOG_BYTES:,} such a log can be")
+    records, skipped = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            if len(line) > MAX_LOG_LINE or _nesting_depth(line) > MAX_JSON_DEPTH:
+                skipped += 1
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError, ValueError):
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                skipped += 1
+    return records, skipped
+
+
+def read_pictures(folder: str | os.PathLike) -> list[tuple[str, bytes]]:
+    """``(file name, PNG bytes)`` of the run's ``samples/*.png`` in name order: regular files
+    (no links out of the folder) that start as a PNG, each and all together bounded; others
+    are left out (``zoo.report`` checks that each decodes)."""
+    samples = Path(folder) / "samples"
+    if samples.is_symlink() or not samples.is_dir():
+        return []
+    import itertools
+
+    names = sorted(p.name for p in itertools.islice(samples.iterdir(), 10 * MAX_PICTURES) if p.suffix == ".png")
+    pictures, total = [], 0
+    for name in names[:MAX_PICTURES]:
+        path = samples / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        size = path.stat().st_size
+        if size > MAX_PICTURE_BYTES or total + size > MAX_PICTURES_BYTES:
+            continue
+        data = path.read_bytes()[:MAX_PICTURE_BYTES]
+        if data.startswith(PNG_SIGNATURE):
+            pictures.append((name, data))
+            total += len(data)
+    return pictures
 
 
 # --- loading: the one loader ---------------------------------------------------------------------

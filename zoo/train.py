@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import zoo
-from zoo import assemble, runs
+from zoo import assemble, report, runs, tracking
 from zoo._atomic import write_json, write_text
 from zoo.budget import check_batch, large_allowed
 from zoo.data import EnergyTarget, FlowDataset, Placeholders, first_tensor
@@ -342,6 +342,7 @@ def run(
         recipe = load_recipe(recipe)
     if out is not None:
         runs.check_output_folder(out, overwrite)  # before anything is built
+    tracking.check_extras(recipe)  # a tracker in train.log that is not installed, before building
     threads = torch.get_num_threads()  # the run picks its own (train.threads); a caller's stays
     try:
         state = start(recipe, out, overwrite, log)
@@ -405,6 +406,7 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
 def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progress: bool, log) -> None:
     """Every epoch: the training steps, then (every ``eval_every``) validation and the best model."""
     train_cfg, model = state.recipe.train, state.model
+    tracking.start(state)  # train.log's trackers (none by default)
     state.task.initialize(model, *split_item(next(iter(train_loader)), state.device))  # data-dependent init
     mode = assemble.build_gradient_mode(state.recipe)
     mode.prepare(model)
@@ -490,6 +492,7 @@ def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float,
     record = {"epoch": epoch + 1, "train_loss": train_loss, **values, "lr": lr, "time": time.time(),
               "best": improved}
     append_jsonl(state.folder / "metrics.jsonl", record)
+    tracking.on_validation(state, record, loader)
     log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, {line}" + (" *" if improved else ""))
 
 
@@ -548,6 +551,8 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
     else:
         line = f"test {evaluation.line}"
     log(f"{line} (best epoch {state.best_epoch}); run folder: {state.folder}")
+    tracking.finish(state, metrics)
+    report.write_after_run(state, log)
     return RunResult(state.folder, metrics)
 
 
