@@ -236,11 +236,25 @@ def _as_mapping(entry: Any) -> Any:
     return {"name": entry} if isinstance(entry, str) else entry
 
 
+# The train keys every normal form spells out (those of zoo's first recipe format). A key added
+# since is kept only when a recipe sets it to something else than its default, so that a new
+# optional key never changes the sha256 of a recipe written before it (nor of its run folders).
+FILLED_TRAIN_KEYS = (
+    "epochs", "lr", "betas", "weight_decay", "warmup_epochs", "lr_decay", "grad_clip_norm",
+    "eval_every", "max_eval_examples", "sample_every", "n_samples", "sample_temperature", "seed",
+    "on_nonfinite", "device", "lr_schedule", "threads", "max_steps_per_epoch", "log_timing",
+    "allow_large",
+)
+
+
 def _filled_train(train: dict, properties: dict) -> dict:
-    """Every train key, in schema order: the recipe's value or the default; numbers that the
-    schema types as `number` become floats (so `lr: 1` and `lr: 1.0` hash the same)."""
+    """Every train key of FILLED_TRAIN_KEYS, in schema order: the recipe's value or the default,
+    and the later keys where they differ from their default; numbers that the schema types as
+    `number` become floats (so `lr: 1` and `lr: 1.0` hash the same)."""
     out = {}
     for key, prop in properties.items():
+        if key not in FILLED_TRAIN_KEYS and train.get(key, prop.get("default")) == prop.get("default"):
+            continue
         value = copy.deepcopy(train.get(key, prop.get("default")))
         types = prop.get("type")
         types = [types] if isinstance(types, str) else types or []
@@ -249,5 +263,5 @@ def _filled_train(train: dict, properties: dict) -> dict:
         if key == "betas" and isinstance(value, list):
             value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         out[key] = value
-    out.update({k: v for k, v in train.items() if k not in out})  # unvalidated extras
+    out.update({k: v for k, v in train.items() if k not in out and k not in properties})  # unvalidated extras
     return out
