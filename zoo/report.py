@@ -330,10 +330,15 @@ def _headline(view: RunView) -> str:
     m = view.metrics
     if "test_free_energy" in m:
         keys = ["test_free_energy", "test_kl", "best_epoch", "parameters"]
+    elif "test_accuracy" in m:  # a classifier, or a generative one
+        keys = ["test_accuracy", "test_nll", "best_epoch", "parameters"]
+    elif "calibration_error" in m:  # an inverse problem's posterior
+        keys = ["test_nll", "calibration_error", "best_epoch", "parameters"]
     else:
         keys = ["test_nll", "test_bpd", "best_epoch", "parameters"]
     labels = {"test_nll": "test NLL", "test_bpd": "bits/dim", "best_epoch": "best epoch",
-              "parameters": "parameters", "test_free_energy": "test free energy", "test_kl": "KL(q || p)"}
+              "parameters": "parameters", "test_free_energy": "test free energy", "test_kl": "KL(q || p)",
+              "test_accuracy": "test accuracy", "calibration_error": "calibration error"}
     boxes = []
     for key in keys:
         value = m.get(key)
