@@ -19,10 +19,14 @@ import argparse
 import importlib.util
 import json
 import os
+import sys
 import platform
 from pathlib import Path
 
 import torch
+
+# The zoo of this checkout, not whichever one is installed (the script runs from bench/).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "glow_vs_normflows.json"

@@ -49,6 +49,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+# The zoo of this checkout, not whichever one is installed (the script runs from bench/).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 MODELS = ("RealNVP", "MAF", "NSF-AR", "NSF-CL", "BNAF", "Glow-small")
 SIDES = ("zoo", "normflows", "zuko", "nflows")
 PEERS = SIDES[1:]

@@ -30,6 +30,9 @@ from pathlib import Path
 
 import torch
 
+# The zoo of this checkout, not whichever one is installed (the script runs from bench/).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 RESULTS = Path(__file__).parent / "results" / "threads.json"
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 SETTINGS = ("auto", "1", "2")

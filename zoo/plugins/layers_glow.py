@@ -112,6 +112,16 @@ def conditioner(in_channels: int, out_channels: int, width: int, image: bool) ->
 # --- actnorm -----------------------------------------------------------------------------------
 
 
+def _image_layout(x: torch.Tensor) -> torch.Tensor:
+    """Images in the layout the Glow layers run in: channels-last (NHWC), which the layers after
+    an actnorm keep (1x1 convolutions, couplings, splits, squeeze), so that the coupling
+    networks' convolutions get it without a conversion each (bench/glow_vs_normflows.py).
+    Vectors as they are. Only the memory order changes, never a value."""
+    if x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class ActNorm(nn.Module):
     """Per-channel affine y = (x - b) exp(-s), data-initialised (Glow, arXiv 1807.03039).
 
@@ -153,12 +163,12 @@ class ActNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training and not self.initialized:
             self.initialize_from(x)
-        y = (x - self.bias.view(self._view)) * torch.exp(-self.log_scale).view(self._view)
+        y = (_image_layout(x) - self.bias.view(self._view)) * torch.exp(-self.log_scale).view(self._view)
         logdet = -self._positions * self.log_scale.sum()
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return y * torch.exp(self.log_scale).view(self._view) + self.bias.view(self._view)
+        return _image_layout(y) * torch.exp(self.log_scale).view(self._view) + self.bias.view(self._view)
 
 
 # --- invertible 1x1 convolution ----------------------------------------------------------------
