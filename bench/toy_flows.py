@@ -45,6 +45,7 @@ import torch
 
 import zoo
 from zoo import assemble
+from zoo.data import first_tensor
 
 MODELS = ("RealNVP", "MAF", "NSF-AR", "NSF-CL", "BNAF")
 SIDES = ("zoo", "zuko", "normflows")
@@ -152,8 +153,9 @@ def normflows_side(model: str) -> Side | None:
 
 def moons_batches(n: int, seed: int = 0) -> list[torch.Tensor]:
     """``n`` batches of 256 points of zoo's moons (noise 0.05), the same for every side."""
-    points = assemble.build_dataset({"name": "moons_data", "dataset": {"name": "moons", "n_train": n * BATCH},
-                                     "model": {"layers": [{"name": "reverse"}]}}).train.tensors[0]
+    split = assemble.build_dataset({"name": "moons_data", "dataset": {"name": "moons", "n_train": n * BATCH},
+                                    "model": {"layers": [{"name": "reverse"}]}}).train
+    points = torch.stack([first_tensor(split[i]) for i in range(len(split))])  # items are (x, which moon)
     generator = torch.Generator().manual_seed(seed)
     return list(points[torch.randperm(len(points), generator=generator)].split(BATCH))
 

@@ -222,3 +222,20 @@ def test_threads_auto_is_one_for_a_small_model_and_a_number_is_kept(tmp_path):
     result = zoo.run(tiny_recipe(epochs=1, threads=2), out=tmp_path / "run", progress=False, log=lambda *_: None)
     assert json.loads((result.folder / "run.json").read_text())["threads"] == 2
     assert torch.get_num_threads() == before  # the caller's setting is restored
+
+
+def test_threads_auto_takes_the_idle_cores_of_a_model_worth_splitting(monkeypatch):
+    """auto: every core when the load average says they are idle, fewer when another process
+    keeps them busy (threads on busy cores make each step slower), never fewer than one."""
+    from zoo import train
+
+    big = torch.nn.Linear(400, 400)  # 160,400 parameters: above SMALL_MODEL
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(train.os, "cpu_count", lambda: 4)
+    for load, expected in ((0.2, 4), (1.1, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(train.os, "getloadavg", lambda load=load: (load, load, load))
+        assert train.pick_threads("auto", big) == expected, load
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(train.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert train.pick_threads("auto", big) == 2  # only the cores this process may use
+    assert train.pick_threads("auto", torch.nn.Linear(10, 10)) == 1  # small: one thread regardless

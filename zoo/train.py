@@ -67,21 +67,33 @@ def pick_device(setting: str = "auto") -> torch.device:
     return torch.device(setting)
 
 
-SMALL_MODEL = 1_000_000  # parameters; below it one thread is faster (measured in the README)
+SMALL_MODEL = 100_000  # parameters; below it one thread is faster even on idle cores (bench/threads.py)
 
 
 def pick_threads(setting: int | str, model: torch.nn.Module) -> int:
-    """The CPU threads for a run: ``setting`` itself, or for ``auto`` one thread for a small
-    model (its operations are too short to split: on 2 cores the second thread made the README's
-    first run 8x slower, not faster) and every core this process may use otherwise."""
+    """The CPU threads for a run: ``setting`` itself, or for ``auto`` the cores that are idle now.
+
+    Measured with bench/threads.py on 2 cores (README, "Threads"): on idle cores 2 threads make
+    a step of glow_mnist_small, exact_fc_mnist or maf_mnist 1.5-1.8x faster, but beside another
+    torch process they make it 2-5x slower than 1 thread (the threads wait for each other at every
+    operation while one of them is descheduled). So ``auto`` takes the cores this process may use
+    minus those the 1-minute load average says are busy, and at least one; a model under
+    ``SMALL_MODEL`` parameters (realnvp_moons: operations too short to split) always gets one.
+    """
     if setting != "auto":
         return int(setting)
     if sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
         return 1
     try:
-        return max(len(os.sched_getaffinity(0)), 1)
+        cores = max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # not on Linux
-        return max(os.cpu_count() or 1, 1)
+        cores = max(os.cpu_count() or 1, 1)
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):  # no load average on this platform: assume idle
+        busy = 0
+    idle = (os.cpu_count() or cores) - busy  # the load average counts every core of the machine
+    return max(1, min(cores, idle))
 
 
 def make_loaders(dataset: FlowDataset, recipe: Recipe, seed: int):

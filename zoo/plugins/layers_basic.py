@@ -225,14 +225,27 @@ class Squeeze(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.factor
         b, (c, h, w) = x.shape[0], self.in_shape
+        if _channels_last(x):  # the same values, kept in the layout they came in
+            y = x.permute(0, 2, 3, 1).reshape(b, h // f, f, w // f, f, c).permute(0, 1, 3, 5, 2, 4)
+            return y.reshape(b, h // f, w // f, -1).permute(0, 3, 1, 2), _zero_logdet(x)
         y = x.reshape(b, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4)
         return y.reshape(b, *self.out_shape), _zero_logdet(x)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         f = self.factor
         b, (c, h, w) = y.shape[0], self.in_shape
+        if _channels_last(y):
+            x = y.permute(0, 2, 3, 1).reshape(b, h // f, w // f, c, f, f).permute(0, 1, 4, 2, 5, 3)
+            return x.reshape(b, h, w, c).permute(0, 3, 1, 2)
         x = y.reshape(b, c, f, f, h // f, w // f).permute(0, 1, 4, 2, 5, 3)
         return x.reshape(b, c, h, w)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a batch of images stored channels-last (NHWC: the channel is the innermost
+    dimension; a channel slice of such a batch too), so that squeeze keeps that layout rather than
+    convert it back. One channel is NCHW and NHWC at once: it stays NCHW."""
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and x.shape[2] * x.shape[3] > 1
 
 
 class Flatten(nn.Module):

@@ -73,10 +73,27 @@ class ZeroInitOutput(nn.Module):
         nn.init.zeros_(self.layer.weight)
         nn.init.zeros_(self.layer.bias)
         self.logs = nn.Parameter(torch.zeros(out_channels))
-        self._view = (1, out_channels, 1, 1) if image else (1, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x) * torch.exp(self.logscale_factor * self.logs).view(self._view)
+        # (W x + b) s = (s W) x + s b: the scale goes into the (small) weights, which saves a
+        # pass over the output (the same values up to rounding).
+        scale = torch.exp(self.logscale_factor * self.logs)
+        weight = self.layer.weight * scale.view((-1,) + (1,) * (self.layer.weight.dim() - 1))
+        if isinstance(self.layer, nn.Conv2d):
+            return F.conv2d(x, weight, self.layer.bias * scale, padding=1)
+        return F.linear(x, weight, self.layer.bias * scale)
+
+
+class CouplingNet(nn.Sequential):
+    """The coupling network (an ``nn.Sequential``, so its weights keep their names); on images it
+    runs channels-last (NHWC): oneDNN's convolutions with few channels, forward and backward, are
+    1.2-3.4x faster in that layout at 14x14 (bench/glow_vs_normflows.py). The layout is only
+    memory order: the values, shapes and results are those of the NCHW network."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
 
 
 def conditioner(in_channels: int, out_channels: int, width: int, image: bool) -> nn.Sequential:
@@ -87,12 +104,22 @@ def conditioner(in_channels: int, out_channels: int, width: int, image: bool) ->
         middle = nn.Conv2d(width, width, kernel_size=1)
     else:
         first, middle = nn.Linear(in_channels, width), nn.Linear(width, width)
-    return nn.Sequential(
+    return CouplingNet(
         first, nn.ReLU(), middle, nn.ReLU(), ZeroInitOutput(width, out_channels, image)
     )
 
 
 # --- actnorm -----------------------------------------------------------------------------------
+
+
+def _image_layout(x: torch.Tensor) -> torch.Tensor:
+    """Images in the layout the Glow layers run in: channels-last (NHWC), which the layers after
+    an actnorm keep (1x1 convolutions, couplings, splits, squeeze), so that the coupling
+    networks' convolutions get it without a conversion each (bench/glow_vs_normflows.py).
+    Vectors as they are. Only the memory order changes, never a value."""
+    if x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class ActNorm(nn.Module):
@@ -136,12 +163,12 @@ class ActNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training and not self.initialized:
             self.initialize_from(x)
-        y = (x - self.bias.view(self._view)) * torch.exp(-self.log_scale).view(self._view)
+        y = (_image_layout(x) - self.bias.view(self._view)) * torch.exp(-self.log_scale).view(self._view)
         logdet = -self._positions * self.log_scale.sum()
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return y * torch.exp(self.log_scale).view(self._view) + self.bias.view(self._view)
+        return _image_layout(y) * torch.exp(self.log_scale).view(self._view) + self.bias.view(self._view)
 
 
 # --- invertible 1x1 convolution ----------------------------------------------------------------
