@@ -121,13 +121,7 @@ def check_layer(
     ``context`` is false (params with which it cannot take one)."""
     params = dict(params or {})
     shape = tuple(shape)
-    layer = build_layer(factory, shape, params, input, perturb=perturb)
-    x = example_input(shape, input)
-    check_shapes(layer, x, shape)
-    check_inverse(layer, x, atol=atol)
-    check_logdet(layer, x, atol=atol)
-    check_gradients(factory, shape, params, input)
-    check_safetensors_round_trip(factory, layer, shape, params, input, atol=atol)
+    _check_built(factory, shape, params, input, atol, perturb, context_features=0)
     if context and takes_context(factory):
         check_conditional_layer(factory, shape, params, input, atol=atol, perturb=perturb)
 
@@ -144,17 +138,11 @@ def check_conditional_layer(
     """The contract of a layer built with ``context_features``, at a fixed random context, and
     a check that another context changes its output."""
     params, shape, k = dict(params or {}), tuple(shape), context_features
-    layer = build_layer(factory, shape, params, input, perturb=perturb, context_features=k)
+    layer, x, c = _check_built(factory, shape, params, input, atol, perturb, context_features=k)
     assert int(getattr(layer, "context_features", 0) or 0) == k, (
         f"{type(layer).__name__}: built with context_features={k}, the layer must say so "
         "(attribute context_features)"
     )
-    x, c = example_input(shape, input), example_context(BATCH, k)
-    check_shapes(layer, x, shape, context=c)
-    check_inverse(layer, x, atol=atol, context=c)
-    check_logdet(layer, x, atol=atol, context=c)
-    check_gradients(factory, shape, params, input, context_features=k)
-    check_safetensors_round_trip(factory, layer, shape, params, input, atol=atol, context_features=k)
     with torch.no_grad():
         out1 = torch.cat([t.flatten(1) if t.dim() > 1 else t[:, None]
                           for t in _forward_parts(layer, x, c) if t is not None], dim=1)
@@ -163,6 +151,20 @@ def check_conditional_layer(
     assert not torch.allclose(out1, out2), (
         f"{type(layer).__name__}: the output does not change with the context"
     )
+
+
+def _check_built(factory, shape, params, input, atol, perturb, context_features: int):
+    """Checks 1-5 on the layer built (conditional with ``context_features``, at a fixed random
+    context); returns the layer, its input and the context (None)."""
+    k = context_features
+    layer = build_layer(factory, shape, params, input, perturb=perturb, context_features=k)
+    x, c = example_input(shape, input), (example_context(BATCH, k) if k else None)
+    check_shapes(layer, x, shape, context=c)
+    check_inverse(layer, x, atol=atol, context=c)
+    check_logdet(layer, x, atol=atol, context=c)
+    check_gradients(factory, shape, params, input, context_features=k)
+    check_safetensors_round_trip(factory, layer, shape, params, input, atol=atol, context_features=k)
+    return layer, x, c
 
 
 # --- the individual checks ---------------------------------------------------------------------

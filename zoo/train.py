@@ -43,7 +43,7 @@ from zoo.errors import RecipeError, TrainingError
 from zoo.flow import FlowModel
 from zoo.recipe import Recipe, load_recipe
 from zoo.registry import get_registry
-from zoo.tasks import context_of, split_item
+from zoo.tasks import mean_nll, split_item
 from zoo.visualize import save_samples
 from zoo.visualize_conditional import save_conditional_samples
 from zoo.visualize_targets import save_target_plot
@@ -176,15 +176,7 @@ def lr_schedule(train: Mapping[str, Any]) -> NoSchedule | PlateauSchedule:
 @torch.no_grad()
 def evaluate(model: FlowModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
     """Exact mean NLL (nats) over a split, and bits/dim; layers run their exact (eval) paths."""
-    refuse_energy_split(loader)
-    model.eval()
-    total, count = 0.0, 0
-    for item in loader:
-        x, y = split_item(item, device)
-        total += (-model.log_prob(x, context_of(model, y))).double().sum().item()
-        count += x.shape[0]
-    model.train()
-    nll = total / max(count, 1)
+    nll, count = mean_nll(model, loader, device)  # refuses an energy target's split
     return {"nll": nll, "bpd": nll / (model.dim * math.log(2)), "examples": count}
 
 
