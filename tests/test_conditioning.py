@@ -334,3 +334,12 @@ def test_zoo_score_of_a_class_conditional_flow_is_the_mixture_over_classes():
         by_class = torch.stack([model.log_prob(x, torch.full((6,), k)).double() for k in (0, 1)], 1)
         expected = torch.logsumexp(by_class + prior.log(), dim=1)
         assert torch.allclose(marginal_log_prob(model, x).double(), expected, atol=1e-5)
+
+
+def test_a_recipe_loaded_without_validation_gets_the_same_conditioning_rules_at_build():
+    data = {"name": "raw", "dataset": dict(MOONS), "context": {"type": "class"},
+            "model": {"layers": [{"name": "actnorm", "conditioned": True},
+                                 {"name": "affine_coupling", "hidden": 8}]}}
+    unvalidated = zoo.load_recipe(data, validate=False)
+    with pytest.raises(ContextError, match=r"layers\[0\].conditioned: the layer 'actnorm' cannot take"):
+        zoo.build_model(unvalidated)

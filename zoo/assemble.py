@@ -129,6 +129,16 @@ def build_context(recipe: Recipe, labels: Mapping[str, Any] | None, registry: Re
     return encoder_for(recipe.context, facts, recipe.where)
 
 
+def check_conditioning(recipe: Recipe, registry: Registry) -> None:
+    """Validation's conditioning rules, for a recipe loaded without validation: the first broken
+    one as a ContextError (a validated recipe passes them already)."""
+    from zoo.recipe._marks import json_path
+    from zoo.recipe._validate import conditioning_problems
+
+    for problem in conditioning_problems(recipe, registry):
+        raise ContextError(f"{recipe.where}: {json_path(problem.path)}: {problem.message}")
+
+
 def conditionable_layers(registry: Registry) -> list[str]:
     return sorted(c.name for c in registry.components("layers") if takes_context(c.factory))
 
@@ -143,6 +153,7 @@ def build_layers(
     is built with it, unless its entry says ``conditioned: false``; an entry saying
     ``conditioned: true`` of a layer that cannot take a context is a ContextError."""
     recipe, registry = as_recipe(recipe), registry or get_registry()
+    check_conditioning(recipe, registry)
     layers: list[torch.nn.Module] = []
     shape = tuple(shape)
     flags = recipe.layer_conditioning()
@@ -174,17 +185,9 @@ def build_layers(
 
 def _layer_context(recipe: Recipe, registry: Registry, name: str, where: str, flag: bool | None,
                    context_features: int) -> dict[str, int]:
-    """The ``context_features`` keyword a layer is built with (none for an unconditional one)."""
+    """The ``context_features`` keyword a layer is built with (none for an unconditional one).
+    Whether ``conditioned:`` makes sense is validation's (``check_conditioning``)."""
     can = takes_context(registry.get("layers", name).factory)
-    if flag is True and not context_features:
-        raise ContextError(f"{recipe.where}: {where}: `conditioned: true`, but the recipe has no "
-                           "context:; add one (e.g. context: {type: class}) or remove the key")
-    if flag is True and not can:
-        raise ContextError(
-            f"{recipe.where}: {where}: the layer {name!r} cannot take a context (it has no network "
-            f"to feed it to). Layers that can: {', '.join(conditionable_layers(registry))}. Remove "
-            "`conditioned: true` from this layer."
-        )
     if context_features and can and flag is not False:
         return {"context_features": int(context_features)}
     return {}

@@ -20,6 +20,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from zoo.conditioning import is_conditioned
+from zoo.errors import ContextError
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -140,8 +143,6 @@ class FlowModel(nn.Module):
     def features(self, context, batch: int | None = None) -> torch.Tensor | None:
         """The context features ``(batch, K)`` the layers see, from a raw context (or the one of
         ``given``); None for an unconditional model. One context for a batch is repeated."""
-        from zoo.errors import ContextError
-
         if context is None:
             context = self._given
         if not self.conditional:
@@ -164,7 +165,7 @@ class FlowModel(nn.Module):
         return features
 
     def _base_log_prob(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        return self.base.log_prob(z, c) if c is not None and _conditioned(self.base) else self.base.log_prob(z)
+        return self.base.log_prob(z, c) if c is not None and is_conditioned(self.base) else self.base.log_prob(z)
 
     # -- density direction ----------------------------------------------------------------------
 
@@ -180,7 +181,7 @@ class FlowModel(nn.Module):
         logdet = x.new_zeros(x.shape[0])
         factored: list[torch.Tensor] = []
         for layer in self.layers:
-            extra = (c,) if c is not None and _conditioned(layer) else ()
+            extra = (c,) if c is not None and is_conditioned(layer) else ()
             if factors_out(layer):
                 x, z_part, ld = layer.factor(x, *extra)
                 factored.append(z_part.flatten(1))
@@ -211,7 +212,7 @@ class FlowModel(nn.Module):
         parts = self._split_latent(z) if self._multiscale else None
         x = parts.pop() if parts is not None else z
         for layer in reversed(self.layers):
-            extra = (c,) if c is not None and _conditioned(layer) else ()
+            extra = (c,) if c is not None and is_conditioned(layer) else ()
             if factors_out(layer):
                 x = layer.unfactor(x, parts.pop(), *extra)
             else:
@@ -232,7 +233,7 @@ class FlowModel(nn.Module):
         dtype = reference.dtype if reference is not None else None
         c = self.features(context, n)
         latent = (n, *self.latent_shape)
-        if c is not None and _conditioned(self.base):
+        if c is not None and is_conditioned(self.base):
             z = self.base.sample(latent, temperature=temperature, device=device, dtype=dtype, context=c)
         else:
             z = self.base.sample(latent, temperature=temperature, device=device, dtype=dtype)
@@ -269,7 +270,3 @@ class FlowModel(nn.Module):
         self(x, context)
         self.train(was_training)
 
-
-def _conditioned(module: nn.Module) -> bool:
-    """A layer or base that depends on the context (``zoo.conditioning.is_conditioned``)."""
-    return int(getattr(module, "context_features", 0) or 0) > 0

@@ -10,7 +10,6 @@ predict: a ZooError says what to use instead.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -51,12 +50,10 @@ def predict(recipe, model, inputs: torch.Tensor, names: Sequence[str], samples: 
         classes = tuple(model.class_names)
     elif getattr(getattr(model, "context_encoder", None), "kind", None) == "class":
         # a class-conditional flow (generative_classify, or a conditional density recipe)
-        classes = tuple(model.context_encoder.names)
-        uniform = recipe.task[1].get("prior") == "uniform"
-        log_prior = _log_prior(None if uniform else model.context_encoder.prior, len(classes))
-        from zoo.tasks import class_log_likelihoods
+        from zoo.tasks import class_log_joint
 
-        log_joint = class_log_likelihoods(model, inputs) + log_prior.to(device)
+        classes = tuple(model.context_encoder.names)
+        log_joint = class_log_joint(model, inputs, uniform=recipe.task[1].get("prior") == "uniform")
         probs = torch.softmax(log_joint, dim=1)[None]
     else:
         raise RecipeError(
@@ -68,33 +65,17 @@ def predict(recipe, model, inputs: torch.Tensor, names: Sequence[str], samples: 
     return [Prediction(name, classes, mean[i].cpu(), std[i].cpu()) for i, name in enumerate(names)]
 
 
-def _log_prior(prior, classes: int) -> torch.Tensor:
-    if prior is not None and len(prior) == classes:
-        values = torch.tensor(prior, dtype=torch.float64)
-        return (values / values.sum()).log()
-    return torch.full((classes,), -math.log(classes), dtype=torch.float64)
-
-
 def read_inputs(model, files: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
     """Image files (image models) or rows of vector files, as one batch and a name per input."""
     from pathlib import Path
 
-    from zoo.errors import DataError
-    from zoo.score import load_image_as, load_vectors
+    from zoo.score import read_file
 
-    shape = tuple(model.shape)
     batches, names = [], []
     for name in files:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        if len(shape) == 3:
-            batches.append(load_image_as(path, shape, model.n_bits)[None])
-            names.append(str(path))
-        else:
-            rows = load_vectors(path, math.prod(shape)).reshape(-1, *shape)
-            batches.append(rows)
-            names += [f"{path}:{i + 1}" for i in range(len(rows))]
+        batch, labels = read_file(model, Path(name))
+        batches.append(batch)
+        names += labels
     return torch.cat(batches), names
 
 

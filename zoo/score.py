@@ -73,11 +73,28 @@ def marginal_log_prob(model, x: torch.Tensor) -> torch.Tensor:
     if encoder.kind != "class":
         raise ContextError(f"this model is conditioned on {encoder.describe()}: it has no density of "
                            "x alone to score; score it in Python with model.log_prob(x, context)")
-    from zoo.tasks import class_log_likelihoods
+    from zoo.tasks import class_log_joint
 
-    prior = torch.tensor(encoder.prior, dtype=torch.float64) if encoder.prior else torch.ones(encoder.num_classes)
-    log_prior = (prior / prior.sum()).log().to(x.device)
-    return torch.logsumexp(class_log_likelihoods(model, x) + log_prior, dim=1).to(x.dtype)
+    return torch.logsumexp(class_log_joint(model, x), dim=1).to(x.dtype)
+
+
+def read_file(model, path: Path, notify: Callable[[str], None] | None = None
+              ) -> tuple[torch.Tensor, list[str]]:
+    """One input file as a batch on the model's scale, and a name per input: an image (image
+    models; ``notify`` hears what was done to one of another size or mode) or the rows of a
+    vector file (``.npy``, ``.csv``, text)."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if len(model.shape) != 3:
+        batch = load_vectors(path, model.dim).reshape(-1, *model.shape)
+        return batch, [f"{path}:{i + 1}" for i in range(batch.shape[0])]
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{path}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    notes: list[str] = []
+    batch = load_image_as(path, model.shape, model.n_bits, notes)[None]
+    if notes and notify is not None:
+        notify(f"{path}: {' and '.join(notes)}")
+    return batch, [str(path)]
 
 
 def score_files(model: FlowModel, files: Sequence[str],
@@ -87,20 +104,7 @@ def score_files(model: FlowModel, files: Sequence[str],
     model.eval()
     is_image = len(model.shape) == 3
     for name in files:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        if is_image:
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(f"{path}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            notes: list[str] = []
-            batch = load_image_as(path, model.shape, model.n_bits, notes)[None]
-            if notes and notify is not None:
-                notify(f"{path}: {' and '.join(notes)}")
-            labels = [str(path)]
-        else:
-            batch = load_vectors(path, model.dim).reshape(-1, *model.shape)
-            labels = [f"{path}:{i + 1}" for i in range(batch.shape[0])]
+        batch, labels = read_file(model, Path(name), notify)
         with torch.no_grad():
             nll = (-marginal_log_prob(model, batch.to(next(model.parameters()).device))).cpu()
         for label, value in zip(labels, nll.tolist()):

@@ -76,6 +76,23 @@ def class_log_likelihoods(model, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(columns, dim=1)
 
 
+def log_class_prior(model, uniform: bool = False) -> torch.Tensor:
+    """log p(y) of a class-conditional flow, float64: the training classes' frequencies recorded
+    with its labels (``ContextEncoder.prior``), or uniform when asked for or unknown."""
+    encoder = model.context_encoder
+    prior = None if uniform else encoder.prior
+    if prior is not None and len(prior) == encoder.num_classes:
+        values = torch.tensor(prior, dtype=torch.float64)
+    else:
+        values = torch.ones(encoder.num_classes, dtype=torch.float64)
+    return (values / values.sum()).log()
+
+
+def class_log_joint(model, x: torch.Tensor, uniform: bool = False) -> torch.Tensor:
+    """log p(x | y) + log p(y) for every class y: (batch, classes), float64."""
+    return class_log_likelihoods(model, x) + log_class_prior(model, uniform).to(x.device)
+
+
 @torch.no_grad()
 def mean_nll(model, loader: DataLoader, device: torch.device) -> tuple[float, int]:
     """Exact mean -log p(x) (or -log p(x | y) for a conditional flow) over a split, and its size."""

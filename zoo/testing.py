@@ -144,10 +144,7 @@ def check_conditional_layer(
         "(attribute context_features)"
     )
     with torch.no_grad():
-        out1 = torch.cat([t.flatten(1) if t.dim() > 1 else t[:, None]
-                          for t in _forward_parts(layer, x, c) if t is not None], dim=1)
-        out2 = torch.cat([t.flatten(1) if t.dim() > 1 else t[:, None]
-                          for t in _forward_parts(layer, x, c + 1.0) if t is not None], dim=1)
+        out1, out2 = _flat_outputs(layer, x, c), _flat_outputs(layer, x, c + 1.0)
     assert not torch.allclose(out1, out2), (
         f"{type(layer).__name__}: the output does not change with the context"
     )
@@ -180,6 +177,13 @@ def _forward_parts(layer, x, context=None):
         return layer.factor(x, *_given(context))
     y, logdet = layer(x, *_given(context))
     return y, None, logdet
+
+
+def _flat_outputs(layer, x, context=None, logdet: bool = True) -> torch.Tensor:
+    """The layer's outputs per sample in one row: y, the factored z, and (``logdet``) logdet."""
+    y, z, ld = _forward_parts(layer, x, context)
+    parts = [y.flatten(1)] + ([z.flatten(1)] if z is not None else []) + ([ld[:, None]] if logdet else [])
+    return torch.cat(parts, dim=1)
 
 
 def _inverse_parts(layer, y, z, context=None):
@@ -230,9 +234,7 @@ def check_logdet(layer, x: torch.Tensor, atol: float = 1e-6, context=None) -> No
         ci = None if context is None else context[i : i + 1]
 
         def flat(inp, _layer=layer, _c=ci):
-            y, z, _ = _forward_parts(_layer, inp, _c)
-            parts = [y.flatten(1)] + ([z.flatten(1)] if z is not None else [])
-            return torch.cat(parts, dim=1).reshape(-1)
+            return _flat_outputs(_layer, inp, _c, logdet=False).reshape(-1)
 
         jac = torch.autograd.functional.jacobian(flat, xi).reshape(xi.numel(), xi.numel())
         sign, brute = torch.linalg.slogdet(jac)

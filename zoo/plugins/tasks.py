@@ -14,7 +14,6 @@ classify.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, Optional
 
 import torch
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader
 from zoo.data import split_labels
 from zoo.errors import ContextError, RecipeError
 from zoo.hookspecs import hookimpl
-from zoo.tasks import Evaluation, class_log_likelihoods, context_of, nll_evaluation, split_item
+from zoo.tasks import Evaluation, class_log_joint, context_of, nll_evaluation, split_item
 
 CALIBRATION_LEVELS = (0.5, 0.68, 0.9, 0.95)
 
@@ -65,25 +64,12 @@ class GenerativeClassifyTask(DensityTask):
     name = "generative_classify"
 
     def __init__(self, prior: str = "empirical"):
-        self.prior = prior
-        self.log_prior: torch.Tensor | None = None
+        self.prior = prior  # log p(y): the frequencies recorded with the model's labels, or uniform
 
     def check(self, recipe, dataset) -> None:
         _require_labels(recipe, dataset, self.name, "class", "{type: class}")
-        labels = split_labels(dataset.train)
-        if labels is None:
+        if dataset.classes is None:
             raise ContextError(f"{recipe.where}: $.dataset: the training split has no labels")
-        counts = torch.bincount(labels.long(), minlength=len(dataset.classes)).double()
-        if self.prior == "uniform":
-            counts = torch.ones_like(counts)
-        self.log_prior = (counts / counts.sum()).log()
-
-    @torch.no_grad()
-    def class_log_joint(self, model, x: torch.Tensor) -> torch.Tensor:
-        """log p(x | y) + log p(y) for every class y: (batch, classes)."""
-        classes = model.context_encoder.num_classes
-        prior = self.log_prior if self.log_prior is not None else torch.full((classes,), -math.log(classes))
-        return class_log_likelihoods(model, x) + prior.to(x.device)
 
     @torch.no_grad()
     def evaluate(self, model, loader: DataLoader, device) -> Evaluation:
@@ -92,7 +78,7 @@ class GenerativeClassifyTask(DensityTask):
         correct, count = 0, 0
         for item in loader:
             x, y = split_item(item, device)
-            correct += int((self.class_log_joint(model, x).argmax(1) == y).sum())
+            correct += int((class_log_joint(model, x, self.prior == "uniform").argmax(1) == y).sum())
             count += x.shape[0]
         model.train()
         accuracy = correct / max(count, 1)
