@@ -115,3 +115,13 @@ def test_mnf_is_less_sure_than_lenet_of_the_upside_down_nine(tmp_path):
     assert mnf.metrics["beside_rotated_entropy"] == pytest.approx(lenet.metrics["rotated_entropy"], abs=1e-6)
     assert len(mnf.metrics["rotated_entropy"]) == 10  # 0, 20, ..., 180 degrees
     assert (tmp_path / "mnf" / "samples" / "final_rotated_9.png").is_file()
+
+
+def test_a_wrong_beside_is_said_and_the_run_still_completes(tmp_path):
+    notes = []
+    recipe = zoo.load_recipe({**TINY, "task": {"name": "classify", "beside": str(tmp_path / "nowhere"),
+                                               "figure_samples": 2}}, ["train.epochs=1"])
+    result = zoo.run(recipe, out=tmp_path / "run", progress=False, log=notes.append)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
+    assert any("leaves out task.beside" in str(n) and "nowhere" in str(n) for n in notes)
+    assert "beside_rotated_entropy" not in result.metrics and result.metrics["rotated_entropy"]

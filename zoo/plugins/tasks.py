@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from zoo.data import split_labels
-from zoo.errors import ContextError, RecipeError
+from zoo.errors import ContextError, RecipeError, ZooError
 from zoo.hookspecs import hookimpl
 from zoo.tasks import Evaluation, class_log_joint, context_of, nll_evaluation, split_item
 
@@ -250,8 +250,14 @@ class ClassifyTask:
         rotated, probs = rotation_predictions(model, image, samples=self.figure_samples)
         panels = {recipe["name"]: probs.cpu()}
         metrics: dict[str, Any] = {"rotated_entropy": [float(e) for e in predictive_entropy(probs.mean(1))]}
+        beside = None
         if self.beside is not None:
-            name, other = self._beside_model(recipe)
+            try:  # a wrong task.beside must not cost the finished run
+                beside = self._beside_model(recipe)
+            except ZooError as exc:
+                log(f"note: the rotated-digit figure leaves out task.beside: {exc}")
+        if beside is not None:
+            name, other = beside
             other_probs = rotation_predictions(other.to(image.device), image, samples=self.figure_samples)[1]
             panels[name if name != recipe["name"] else f"{name} ({self.beside})"] = other_probs.cpu()
             metrics["beside_rotated_entropy"] = [float(e) for e in predictive_entropy(other_probs.mean(1))]
