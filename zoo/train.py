@@ -26,10 +26,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -39,6 +40,7 @@ from zoo import assemble, report, runs, tracking
 from zoo._atomic import write_json, write_text
 from zoo.budget import check_batch, large_allowed
 from zoo.data import EnergyTarget, FlowDataset, Placeholders, first_tensor
+from zoo.data_order import EpochBatches
 from zoo.errors import RecipeError, TrainingError
 from zoo.flow import FlowModel
 from zoo.recipe import Recipe, load_recipe
@@ -103,11 +105,18 @@ def make_loaders(dataset: FlowDataset, recipe: Recipe, seed: int):
     def capped(split):
         return Subset(split, range(min(len(split), cap))) if cap else split
 
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(dataset.train, batch_size=batch, shuffle=True, drop_last=False, generator=generator)
+    order = EpochBatches(len(dataset.train), batch, seed, recipe.train.get("max_steps_per_epoch"))
+    train = DataLoader(dataset.train, batch_sampler=order)
     val = DataLoader(capped(dataset.val), batch_size=eval_batch)
     test = DataLoader(capped(dataset.test), batch_size=eval_batch)
     return train, val, test
+
+
+def initial_batch(loader: DataLoader):
+    """The batch a data-dependent initialisation (actnorm) sees: the first of a pass that the
+    training order draws for it (``EpochBatches.first_batch``)."""
+    indices = loader.batch_sampler.first_batch()
+    return loader.collate_fn([loader.dataset[i] for i in indices])
 
 
 def learning_rate(train: Mapping[str, Any], epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
@@ -411,14 +420,13 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
     """Every epoch: the training steps, then (every ``eval_every``) validation and the best model."""
     train_cfg, model = state.recipe.train, state.model
     tracking.start(state)  # train.log's trackers (none by default)
-    state.task.initialize(model, *split_item(next(iter(train_loader)), state.device))  # data-dependent init
+    state.task.initialize(model, *split_item(initial_batch(train_loader), state.device))  # data-dependent init
     mode = assemble.build_gradient_mode(state.recipe)
     mode.prepare(model)
     loss_fn = state.loss_fn
     optimizer = assemble.build_optimizer(model, train_cfg)
     schedule = lr_schedule(train_cfg)
-    max_steps = train_cfg.get("max_steps_per_epoch")
-    steps = min(len(train_loader), max_steps) if max_steps else len(train_loader)
+    steps = len(train_loader)  # the sampler caps it at train.max_steps_per_epoch
     epochs = int(train_cfg["epochs"])
     bar = Progress(epochs * steps, epochs, progress)
     try:
