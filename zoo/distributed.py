@@ -434,6 +434,25 @@ def _empty_like(item):
     return item
 
 
+class _OnePassPerEpoch(torch.utils.data.Sampler):
+    """``order`` started at the first batch asked for: a worker DataLoader calls ``iter`` on its
+    sampler twice when it starts (and drops the first), which would cost EpochBatches a pass."""
+
+    def __init__(self, order):
+        self.order = order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        yield from self.order
+
+    def __getattr__(self, name):  # first_batch, state, set_state, ...: the order's own
+        if name == "order":
+            raise AttributeError(name)
+        return getattr(self.order, name)
+
+
 def train_loader(dataset, order, recipe, seed: int, device_type: str):
     """The training loader: ``order`` (an EpochBatches) as its batch sampler; ``train.workers``
     worker processes (persistent; their base seed from a generator seeded by the run's seed),
@@ -448,7 +467,7 @@ def train_loader(dataset, order, recipe, seed: int, device_type: str):
         kwargs = {"collate_fn": collate} if world() > 1 else {}
         return DataLoader(dataset, batch_sampler=order, pin_memory=pin, **kwargs)
     generator = torch.Generator().manual_seed(int(seed) + 1_000_003 * (1 + rank()))
-    return SeededLoader(dataset, batch_sampler=order, num_workers=workers, persistent_workers=True,
+    return SeededLoader(dataset, batch_sampler=_OnePassPerEpoch(order), num_workers=workers, persistent_workers=True,
                         generator=generator, pin_memory=pin, collate_fn=collate)
 
 
