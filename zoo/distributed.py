@@ -310,7 +310,10 @@ def _wrapper(state):
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [state.device.index] if state.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(StepLoss(state.model, state.task), device_ids=ids)
+        # broadcast_buffers off: zoo's buffers are constants or follow from the parameters
+        # (actnorm's flag, masks, spectral-norm vectors), the same on every rank; one collective less
+        wrapped = DistributedDataParallel(StepLoss(state.model, state.task), device_ids=ids,
+                                          broadcast_buffers=False)
         _WRAPPERS[state.model] = wrapped
     return wrapped
 
