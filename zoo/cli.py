@@ -47,6 +47,10 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe, overrides=args.overrides)  # a path or a recipe's name
     # `overwrite` is passed only when asked for, so this works with a run() that predates it.
     extra = {"overwrite": True} if args.overwrite else {}
+    if getattr(args, "nproc", None) is not None:  # torchrun on this machine (zoo.distributed)
+        from zoo.distributed import launch
+
+        return launch(recipe, args.nproc, args.argv)
     run(recipe, out=args.out, progress=not args.no_progress, **extra)
     return 0
 
@@ -474,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--data-dir", help="where dataset files are (default $ZOO_DATA_DIR or ./data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train data-parallel in N processes on this machine (starts torchrun; "
+                        "dataset.batch_size is the global batch, split across them)")
 
     p = command("validate", cmd_validate, "check recipes against the schema without building anything",
                 ["zoo validate toydensity", "zoo validate recipes/*.yaml",
@@ -584,6 +591,7 @@ def _debug_requested(args) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: `run --nproc` passes it on
     if args.command is None:
         print(overview(parser))
         return 0

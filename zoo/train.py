@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import zoo
-from zoo import assemble, report, runs, tracking
+from zoo import assemble, distributed, report, runs, tracking
 from zoo._atomic import write_json, write_text
 from zoo.budget import check_batch, large_allowed
 from zoo.data import EnergyTarget, FlowDataset, Placeholders, first_tensor
@@ -105,10 +105,13 @@ def make_loaders(dataset: FlowDataset, recipe: Recipe, seed: int):
     def capped(split):
         return Subset(split, range(min(len(split), cap))) if cap else split
 
-    order = EpochBatches(len(dataset.train), batch, seed, recipe.train.get("max_steps_per_epoch"))
-    train = DataLoader(dataset.train, batch_sampler=order)
-    val = DataLoader(capped(dataset.val), batch_size=eval_batch)
-    test = DataLoader(capped(dataset.test), batch_size=eval_batch)
+    order = EpochBatches(len(dataset.train), batch, seed, recipe.train.get("max_steps_per_epoch"),
+                         rank=distributed.rank(), world=distributed.world())
+    # train.workers, pinned memory on CUDA; under torchrun each rank its shares (zoo.distributed)
+    device_type = pick_device(recipe.train.get("device", "auto")).type
+    train = distributed.train_loader(dataset.train, order, recipe, seed, device_type)
+    val = distributed.eval_loader(capped(dataset.val), eval_batch)
+    test = distributed.eval_loader(capped(dataset.test), eval_batch)
     return train, val, test
 
 
@@ -303,9 +306,13 @@ class RunState:
 
     def set_status(self, status: str, **extra) -> None:
         self.info.update(status=status, **extra)
+        if not distributed.is_main():  # rank 0 alone writes the run folder
+            return
         runs.write_info(self.folder, self.info)
 
     def save_model(self) -> None:
+        if not distributed.is_main():
+            return
         digest = save_weights(self.model, self.folder / WEIGHTS_FILE, weights_metadata(self.recipe, self.model))
         self.info["weights_sha256"] = digest
         runs.write_info(self.folder, self.info)
@@ -323,6 +330,8 @@ class RunState:
         """Sample grids or a density plot (``zoo.visualize``; its title gives the recipe, the
         test ``nll`` and the best epoch); for an energy target, the target beside the learned q
         (``zoo.visualize_targets``)."""
+        if not distributed.is_main():
+            return None
         if self.fits_energy:
             return save_target_plot(self.model, self.loss_fn, self.dataset,
                                     self.folder / "samples" / f"{tag}_target.png",
@@ -356,6 +365,9 @@ def run(
     if out is not None:
         runs.check_output_folder(out, overwrite)  # before anything is built
     tracking.check_extras(recipe)  # a tracker in train.log that is not installed, before building
+    distributed.setup(recipe)  # under torchrun: the process group (a batch the ranks do not split is refused)
+    if not distributed.is_main():
+        progress, log = False, _quiet
     threads = torch.get_num_threads()  # the run picks its own (train.threads); a caller's stays
     try:
         state = start(recipe, out, overwrite, log)
@@ -372,12 +384,13 @@ def run(
         return finish(state, test_loader, log)
     finally:
         torch.set_num_threads(threads)
+        distributed.teardown()
 
 
 def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
     """Seed, build the data and the model, create the run folder with recipe.yaml and run.json."""
     torch.manual_seed(int(recipe.train["seed"]))
-    device = pick_device(recipe.train.get("device", "auto"))
+    device = distributed.device(pick_device(recipe.train.get("device", "auto")))
     dataset = assemble.build_dataset(recipe)
     if dataset.notice:
         log(f"note: {dataset.notice}")
@@ -391,10 +404,12 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
     threads = None
     if device.type == "cpu":
         threads = pick_threads(recipe.train.get("threads", "auto"), model)
+        threads = distributed.threads(threads, recipe.train.get("threads", "auto"))
         torch.set_num_threads(threads)
     loss_fn = assemble.build_objective(recipe, dataset)  # refuses a loss on the wrong kind of data
-    folder = runs.create_run_folder(recipe["name"], out, overwrite)
-    write_text(folder / runs.RECIPE_FILE, recipe.to_yaml())
+    folder = distributed.shared_folder(lambda: runs.create_run_folder(recipe["name"], out, overwrite))
+    if distributed.is_main():
+        write_text(folder / runs.RECIPE_FILE, recipe.to_yaml())
     info = {
         "zoo_version": zoo.__version__,
         "recipe_sha256": recipe.sha256,
@@ -410,7 +425,10 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
         # what the labels were, so a conditional model or classifier builds without its data
         "labels": {k: labels[k] for k in ("kind", "names", "shape", "prior")} if labels["kind"] else None,
     }
-    runs.write_info(folder, info)
+    if distributed.world() > 1:
+        info["processes"] = distributed.world()
+    if distributed.is_main():
+        runs.write_info(folder, info)
     log(f"run folder: {folder}")
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters, data {tuple(dataset.shape)}")
     return RunState(recipe, folder, info, model, dataset, device, loss_fn, task=task)
@@ -419,8 +437,10 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
 def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progress: bool, log) -> None:
     """Every epoch: the training steps, then (every ``eval_every``) validation and the best model."""
     train_cfg, model = state.recipe.train, state.model
-    tracking.start(state)  # train.log's trackers (none by default)
-    state.task.initialize(model, *split_item(initial_batch(train_loader), state.device))  # data-dependent init
+    if distributed.is_main():
+        tracking.start(state)  # train.log's trackers (none by default)
+    # data-dependent init (under torchrun: on the global first batch)
+    distributed.initialize(state.task, model, *split_item(initial_batch(train_loader), state.device))
     mode = assemble.build_gradient_mode(state.recipe)
     mode.prepare(model)
     loss_fn = state.loss_fn
@@ -441,6 +461,7 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
             every = train_cfg.get("sample_every")
             if every and (epoch + 1) % int(every) == 0 and not last:
                 state.save_pictures(f"epoch{epoch + 1:04d}")
+                distributed.sync_rng()  # rank 0 drew them: every rank goes on from its RNG
     finally:
         bar.close()
 
@@ -458,7 +479,7 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(train_cfg, epoch, step, steps) * schedule.scale
         started = time.perf_counter()
-        loss, _logs = state.task.step_loss(model, x, y, mode, loss_fn)
+        loss, _logs = distributed.step_loss(state, x, y, mode, loss_fn)  # under torchrun: DDP
         if not torch.isfinite(loss):
             if train_cfg.get("on_nonfinite", "stop") != "skip":
                 raise TrainingError(
@@ -480,8 +501,9 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
         state.batch_times.append(time.perf_counter() - started)
         value = loss.item()
         schedule.observe(value)
-        total += value * x.shape[0]
-        seen += x.shape[0]
+        examples = distributed.batch_examples(x)  # the global batch's under torchrun
+        total += value * examples
+        seen += examples
         bar.update(loss=value)
     return total / max(seen, 1)
 
@@ -495,7 +517,7 @@ def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float,
         kl = f", KL {val['kl']:.4f}" if val["kl"] is not None else ""
         line = f"val free energy {val['free_energy']:.4f} nats{kl}"
     else:
-        val = state.task.evaluate(state.model, loader, state.device)
+        val = distributed.evaluate(state.task, state.model, loader, state.device)
         score, values, line = val.score, {f"val_{k}": v for k, v in val.values.items()}, f"val {val.line}"
     improved = score < state.best_score
     if improved:
@@ -503,8 +525,10 @@ def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float,
         state.save_model()
     record = {"epoch": epoch + 1, "train_loss": train_loss, **values, "lr": lr, "time": time.time(),
               "best": improved}
-    append_jsonl(state.folder / "metrics.jsonl", record)
-    tracking.on_validation(state, record, loader)
+    if distributed.is_main():
+        append_jsonl(state.folder / "metrics.jsonl", record)
+        tracking.on_validation(state, record, loader)
+    distributed.sync_rng()  # after rank 0's tracker forward
     log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, {line}" + (" *" if improved else ""))
 
 
@@ -515,7 +539,9 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
     if state.best_epoch is None:  # no finite validation score: keep the last weights, say so
         log(f"note: no evaluation gave a finite validation {score}; the last weights are kept")
         state.save_model()
-    load_weights(model, state.folder / WEIGHTS_FILE)
+    if distributed.is_main():
+        load_weights(model, state.folder / WEIGHTS_FILE)
+    distributed.broadcast_model(model)  # the best weights on every rank
     n_samples = int(train_cfg.get("n_samples", 64))
     if state.fits_energy:
         test = evaluate_energy(model, test_loader, state.loss_fn, state.dataset, state.device,
@@ -532,9 +558,11 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
         sample_time = time.perf_counter() - sample_started
         state.save_pictures("final")
     else:
-        evaluation = state.task.evaluate(model, test_loader, state.device)
+        evaluation = distributed.evaluate(state.task, model, test_loader, state.device)
         test = {**evaluation.values, "examples": evaluation.examples}
         scores = {f"test_{k}": v for k, v in evaluation.values.items()}
+        if not distributed.is_main():  # pictures, outputs, metrics.json, the report: rank 0's
+            return RunResult(state.folder, scores)
         if "bpd" in evaluation.values and not state.dataset.is_image:
             scores["test_bpd"] = None
         scores.update({k: v for k, v in state.best_val.items() if k != "val_bpd" or state.dataset.is_image})
@@ -566,6 +594,10 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
     tracking.finish(state, metrics)
     report.write_after_run(state, log)
     return RunResult(state.folder, metrics)
+
+
+def _quiet(*args, **kwargs) -> None:
+    """``log`` of the ranks other than 0."""
 
 
 def _mean(values: list[float]) -> float:

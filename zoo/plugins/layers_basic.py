@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from zoo import distributed
 from zoo.errors import RecipeError, ShapeError
 from zoo.hookspecs import hookimpl
 
@@ -48,7 +49,7 @@ class Dequantize(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.noise:
             return x + 0.5, _zero_logdet(x)
-        y = x + torch.rand_like(x)
+        y = x + distributed.rand_like(x)  # under torchrun: this rank's share of the global draw
         # In float32, x + u rounds up to x + 1 when u is within half an ulp of 1; keep y in
         # [x, x + 1) so that floor(y) == x holds exactly.
         top = x + 1
