@@ -36,7 +36,7 @@ Test hook, for zoo's tests only (never set it otherwise): ``ZOO_TEST_KILL_AT`` =
 the process after training batch K of the run (counted from 1 over all epochs; after that batch's
 checkpoint when one is due), ``epoch:E`` after epoch E's end checkpoint, ``checkpoint:N`` in the
 middle of writing this process's N-th checkpoint (half of its temporary file written, named as
-``zoo._atomic`` names it).
+``zoo._atomic`` names it); ``term:K`` sends the process a SIGTERM after batch K (a pre-emption).
 """
 
 from __future__ import annotations
@@ -285,6 +285,8 @@ class Keeper:
 
     def after_step(self, epoch: int, done: int, total: float, seen: int) -> None:
         global_step = epoch * self.steps + done
+        if self._kill == ("term", global_step):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
         if self.stop is not None or (self.every and global_step % self.every == 0):
             self.save(Position(epoch, done, total, seen))
         self._maybe_kill("step", global_step)
@@ -392,8 +394,8 @@ def _kill_point() -> tuple[str, int] | None:
     if not text:
         return None
     kind, _, count = text.partition(":")
-    if kind not in ("step", "epoch", "checkpoint") or not count.isdigit():
-        raise ZooError(f"{KILL_ENV}={text!r}: a test hook, step:K, epoch:E or checkpoint:N; unset it")
+    if kind not in ("step", "epoch", "checkpoint", "term") or not count.isdigit():
+        raise ZooError(f"{KILL_ENV}={text!r}: a test hook, step:K, epoch:E, checkpoint:N or term:K; unset it")
     return kind, int(count)
 
 
