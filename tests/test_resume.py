@@ -36,7 +36,8 @@ GLOW = ["train.epochs=2", "train.max_steps_per_epoch=3", "train.checkpoint_every
         "train.max_eval_examples=8", "train.n_samples=2", "dataset.batch_size=4", "train.warmup_epochs=1"]
 # bnaf_u1: an energy target (the model draws every step) with a plateau schedule that reduces
 BNAF = ["train.epochs=2", "train.max_steps_per_epoch=8", "train.threads=1", "dataset.batch_size=16",
-        "dataset.n_val=64", "dataset.n_test=64", "train.n_samples=8", "train.lr_schedule.patience=1"]
+        "dataset.n_val=64", "dataset.n_test=64", "train.n_samples=8", "train.lr_schedule.patience=0",
+        "+train.lr_schedule.threshold=0.2", "model.layers=[{name: bnaf, hidden: 8, n_hidden: 1}]"]
 
 
 def zoo_cli(*args, kill=None, check=None):
