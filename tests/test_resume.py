@@ -45,7 +45,7 @@ def zoo_cli(*args, kill=None, check=None):
     env.pop(KILL_ENV, None)
     if kill:
         env[KILL_ENV] = kill
-    done = subprocess.run([sys.executable, "-m", "zoo.cli", *args, "--no-progress"], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "zoo.cli", *args, "--no-progress"], check=False, env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     if check is not None:
         assert done.returncode == check, done.stderr
@@ -240,8 +240,7 @@ def test_folders_that_cannot_be_resumed_are_refused_with_the_fix(tmp_path, inter
     with pytest.raises(error, match=message) as caught:
         resume(folder, **QUIET)
     assert str(folder) in str(caught.value)
-    if what != "log cut short":  # refused before anything in the folder changed
-        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # nothing changed
 
 
 def test_cli_refuses_a_recipe_or_overrides_beside_resume_and_a_run_without_either(tmp_path, capsys):

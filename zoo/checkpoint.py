@@ -104,8 +104,11 @@ class Checkpoint:
 
 
 def describe(epoch: int, step: int, steps: int) -> str:
-    if step == 0 or step == steps:
-        return f"after epoch {epoch + (step == steps)}"
+    """A checkpoint's position in words (``epoch`` 0-based, ``step`` batches of it done)."""
+    if step == 0:
+        return f"after epoch {epoch}"
+    if step == steps:
+        return f"at the end of epoch {epoch + 1}'s steps, before its validation"
     return f"at epoch {epoch + 1}, step {step} of {steps}"
 
 
@@ -570,6 +573,13 @@ def resumed_state(state, threads, log):
     else:
         weights.unlink(missing_ok=True)  # written after the checkpoint: the replay writes it again
         state.info["weights_sha256"] = None
+    recorded = state.info.get("threads")
+    if (state.device.type == "cpu" and train.get("threads", "auto") == "auto" and isinstance(recorded, int)
+            and recorded > 0 and recorded != threads):
+        # Another thread count splits sums differently: the run keeps the arithmetic it began with.
+        log(f"note: {recorded} threads, as the run began with (the same arithmetic as before)")
+        threads = recorded
+        torch.set_num_threads(threads)
     now = datetime.now().isoformat(timespec="seconds")
     state.info.update(status="running", device=str(state.device), threads=threads,
                       resumed=[*state.info.get("resumed", []), now])
