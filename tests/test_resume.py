@@ -254,3 +254,15 @@ def test_cli_refuses_a_recipe_or_overrides_beside_resume_and_a_run_without_eithe
     assert "--resume RUN" in capsys.readouterr().err
     assert main(["run", "--resume", str(tmp_path / "missing")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_a_run_another_process_trains_is_refused(tmp_path, interrupted):
+    folder = tmp_path / "run"
+    shutil.copytree(interrupted, folder)
+    held = checkpoint.lock_folder(folder)  # what a live run (or resume) holds
+    assert held is not None
+    with pytest.raises(ZooError, match="another process is training this run"):
+        resume(folder, **QUIET)
+    assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
+    held.close()
+    assert resume(folder, **QUIET).folder == folder

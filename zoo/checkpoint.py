@@ -84,6 +84,7 @@ class Checkpoint:
     meta: dict[str, Any]
     tensors: dict[str, torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)
+    lock: FolderLock | None = None  # held from the resume's checks on
 
     @property
     def folder(self) -> Path:
@@ -101,6 +102,47 @@ class Checkpoint:
         """The tensors under ``prefix.`` without it."""
         start = prefix + "."
         return {k[len(start):]: v for k, v in self.tensors.items() if k.startswith(start)}
+
+
+class FolderLock:
+    """An exclusive lock on a run folder while one process trains in it: ``flock`` on the folder
+    itself (no file added), released when the process ends, even by SIGKILL."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self):
+        self.close()
+
+
+def lock_folder(folder: Path) -> FolderLock | None:
+    """The folder's lock, refused (a ZooError) while another process holds it; None where the
+    platform or filesystem has no such locks (then nothing guards against two processes)."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ZooError(
+            f"{folder}: another process is training this run now. Let it finish, or stop it (a SIGTERM "
+            f"writes a checkpoint first), then `{resume_command(folder)}`."
+        ) from None
+    except OSError:  # e.g. a filesystem without locks
+        os.close(fd)
+        return None
+    return FolderLock(fd)
 
 
 def describe(epoch: int, step: int, steps: int) -> str:
@@ -253,6 +295,8 @@ class Keeper:
         self.written = 0
         self.stop: int | None = None  # the signal that asked for a stop
         self._kill = _kill_point()
+        # the folder is this process's until it ends (a resume took the lock in its checks)
+        self.lock = state.resumed.lock if state.resumed is not None else lock_folder(state.folder)
         if state.resumed is not None:
             restore(self, state.resumed)
         self._handlers = self._install()
@@ -509,6 +553,7 @@ def open_for_resume(folder: str | os.PathLike, registry=None):
         runs.refuse_missing_run_folder(text)
         raise WeightsError(f"no such run folder: {text}. Pass the folder that `zoo run` printed.")
     config = runs.folder_config(folder)
+    lock = lock_folder(folder) if config["kind"] == "run" else None
     if config["kind"] != "run":
         raise WeightsError(f"{folder}: a pulled model, not a run folder; there is no training to resume.")
     info = runs.read_json(config["where"])
@@ -538,7 +583,7 @@ def open_for_resume(folder: str | os.PathLike, registry=None):
     if meta["zoo_version"] != zoo.__version__:
         raise ZooError(f"{checkpoint.path}: written by zoo {meta['zoo_version']}, this is zoo "
                        f"{zoo.__version__}; resume with zoo {meta['zoo_version']}, or start the run again.")
-    checkpoint.info = info
+    checkpoint.info, checkpoint.lock = info, lock
     return recipe, checkpoint
 
 
@@ -614,6 +659,9 @@ def discard(state) -> None:
     if state.info.get("checkpoint") is not None:
         state.info["checkpoint"] = None
         runs.write_info(state.folder, state.info)
+    lock = getattr(state.checkpoints, "lock", None)
+    if lock is not None:
+        lock.close()
 
 
 def check_resume_arguments(args) -> None:
