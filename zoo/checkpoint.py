@@ -239,9 +239,17 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, checkpoint: Checkpoin
     for index, values in saved["scalars"].items():
         state.setdefault(int(index), {}).update(values)
     current = optimizer.param_groups
+    if len(saved["param_groups"]) != len(current):
+        raise WeightsError(f"{checkpoint.path}: the optimizer state has {len(saved['param_groups'])} "
+                           f"parameter groups, the run's optimizer {len(current)}; start the run again.")
+    # JSON made the tuples (betas) lists: back to what the optimizer was built with
     groups = [{k: tuple(v) if isinstance(current[i].get(k), tuple) else v for k, v in group.items()}
               for i, group in enumerate(saved["param_groups"])]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{checkpoint.path}: the optimizer state does not fit the run's optimizer "
+                           f"({exc}); start the run again.") from None
 
 
 def truncate_log(path: Path, length: int, checkpoint: Path) -> None:
@@ -463,6 +471,8 @@ def restore(keeper: Keeper, checkpoint: Checkpoint) -> None:
     keeper.sampler.set_state(checkpoint.tensors["order.epoch_start"], skip=checkpoint.step)
     keeper.start_epoch, keeper.start_step = checkpoint.epoch, checkpoint.step
     keeper.start_sums = (meta["running"]["total"], meta["running"]["seen"])
+    # what is loaded need not stay in memory twice (the best model stays in keeper._best)
+    checkpoint.tensors = {k: v for k, v in checkpoint.tensors.items() if k.startswith("rng.")}
     if checkpoint.step:
         keeper._pending = checkpoint
     else:

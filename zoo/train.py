@@ -17,6 +17,8 @@ finite), and the pictures show the target's exp(-U) beside the learned q
 
 ``run.json`` carries the run's ``status``: ``running``, then ``complete``, ``interrupted``
 (Ctrl-C: what was saved so far is kept and said) or ``failed`` (e.g. a non-finite loss).
+``zoo.checkpoint`` keeps a checkpoint at every epoch end (and every ``train.checkpoint_every``
+steps) that ``resume(folder)`` continues from.
 """
 
 from __future__ import annotations
