@@ -23,7 +23,7 @@ import zoo
 from zoo import checkpoint
 from zoo.checkpoint import CHECKPOINT_FILE, KILL_ENV
 from zoo.errors import WeightsError, ZooError
-from zoo.train import resume
+from zoo.train import Progress, resume
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"progress": False, "log": lambda *_: None}
@@ -171,12 +171,15 @@ def test_sigterm_checkpoints_says_how_to_resume_and_the_cli_resumes_identically(
     assert_same_run(folder, reference)
 
 
-def test_a_run_stopped_in_process_resumes_identically(tmp_path, references, interrupted):
+def test_a_run_stopped_in_process_resumes_identically(tmp_path, references, interrupted, monkeypatch):
     folder = tmp_path / "run"
     shutil.copytree(interrupted, folder)
     info = json.loads((folder / "run.json").read_text())
     assert info["status"] == "interrupted" and info["checkpoint"]["global_step"] == 7
+    bars = []
+    monkeypatch.setattr(zoo.train, "Progress", lambda *a, **k: bars.append(k) or Progress(*a, **k))
     resume(folder, **QUIET)
+    assert bars == [{"initial": 7}]  # the progress bar starts at the resumed step
     assert_same_run(folder, references["moons"])
     with pytest.raises(ZooError, match="already complete"):
         resume(folder, **QUIET)
