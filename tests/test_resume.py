@@ -269,3 +269,12 @@ def test_a_run_another_process_trains_is_refused(tmp_path, interrupted):
     assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
     held.close()
     assert resume(folder, **QUIET).folder == folder
+
+
+def test_a_run_started_over_in_the_folder_drops_the_old_checkpoint(tmp_path, interrupted):
+    from zoo.runs import create_run_folder
+
+    folder = tmp_path / "run"
+    shutil.copytree(interrupted, folder)
+    create_run_folder("realnvp_moons", folder, overwrite=True)  # what `zoo run ... --overwrite` does first
+    assert not (folder / CHECKPOINT_FILE).exists()  # else --resume could pick up the old run's state

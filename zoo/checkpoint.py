@@ -60,7 +60,7 @@ from zoo._atomic import TEMP_MARK, remove_stale_temporaries, write_bytes
 from zoo.errors import WeightsError, ZooError
 from zoo.weights import WEIGHTS_FILE, check_fits, save_weights
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
+CHECKPOINT_FILE = runs.CHECKPOINT_FILE
 FORMAT = 1
 META_KEY = "zoo_checkpoint"
 KILL_ENV = "ZOO_TEST_KILL_AT"

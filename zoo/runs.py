@@ -10,6 +10,7 @@ A run folder holds:
     metrics.json        final test metrics (NLL in nats, bits/dim for images, timing)
     samples/*.png       sample grids (images) or density plots (2-D data)
     report.html         the run's page (``zoo.report``); tensorboard/, wandb/: ``zoo.tracking``'s
+    checkpoint.safetensors  while training: where ``zoo run --resume`` continues (``zoo.checkpoint``)
 
 A pulled Hub snapshot holds ``config.json`` (the same facts, recipe inlined) instead of
 ``run.json``. ``load_folder`` reads both with the same checks, the strictest of each: the files'
@@ -40,6 +41,7 @@ METRICS_FILE = "metrics.json"
 LATEST_LINK = "latest"
 RUN_FILES = (RECIPE_FILE, INFO_FILE, WEIGHTS_FILE, "metrics.jsonl", METRICS_FILE)
 REPORT_FILE = "report.html"  # zoo.report's page of the run
+CHECKPOINT_FILE = "checkpoint.safetensors"  # zoo.checkpoint's, while the run trains
 
 MAX_JSON_BYTES = 4 * 2**20     # run.json, config.json, metrics.json are a few KiB
 MAX_JSON_DEPTH = 64
@@ -82,7 +84,7 @@ def create_run_folder(name: str, out: str | os.PathLike | None = None, overwrite
     if out is not None:
         folder = check_output_folder(out, overwrite)
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in (*RUN_FILES, REPORT_FILE):
+        for stale in (*RUN_FILES, REPORT_FILE, CHECKPOINT_FILE):  # the replaced run's checkpoint too
             (folder / stale).unlink(missing_ok=True)
         samples = folder / "samples"  # the replaced run's pictures would pass for this one's
         if samples.is_dir() and not samples.is_symlink():
