@@ -362,6 +362,17 @@ class _Adam(torch.optim.Adam):
         with torch.set_grad_enabled(self.defaults["differentiable"]):
             return _unwrapped(torch.optim.Adam.step)(self, closure)
 
+    # Checkpoints (zoo.checkpoint) read and write the state; torch wraps these two the same way.
+    def state_dict(self) -> dict[str, Any]:
+        if _dynamo_loaded():
+            return super().state_dict()
+        return _unwrapped(torch.optim.Optimizer.state_dict)(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if _dynamo_loaded():
+            return super().load_state_dict(state_dict)
+        return _unwrapped(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+
 
 def build_optimizer(model: torch.nn.Module, train: Mapping[str, Any]) -> torch.optim.Optimizer:
     """Adam over every trainable parameter (the seeds all use Adam)."""

@@ -1,6 +1,7 @@
 """The ``zoo`` command.
 
     zoo run RECIPE [key=value ...] [--out DIR] [--overwrite]     zoo validate RECIPE...
+    zoo run --resume RUN
     zoo list [KIND] [NAME|PATTERN] [-v] [--json]                 zoo plugins      zoo schema
     zoo sample RUN|NAME [-n N] [--temperature T | --temperatures T,T,...]    zoo eval RUN|NAME [--seed S]
     zoo score RUN|NAME FILE...|FOLDER [--outlier CLASS]    zoo manipulate RUN|NAME --attribute NAME [--from CLASS]
@@ -11,7 +12,8 @@
 A RECIPE is a file or the name of a shipped recipe (`zoo list recipes`). Options and positionals
 mix freely (`zoo list layers -v actnorm`, `zoo run toydensity --out r train.epochs=2`). Every
 ZooError prints one message and exits 2; ``--debug`` (anywhere) or ZOO_DEBUG=1 shows the
-traceback. Ctrl-C exits 130.
+traceback. Ctrl-C exits 130; during training, Ctrl-C or SIGTERM first writes a checkpoint
+(`zoo run --resume RUN` continues) and SIGTERM exits 143.
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ def cmd_run(args) -> int:
 
     if args.data_dir:
         os.environ["ZOO_DATA_DIR"] = args.data_dir
+    if args.resume is not None:
+        from zoo.checkpoint import check_resume_arguments
+        from zoo.train import resume
+
+        check_resume_arguments(args)
+        resume(args.resume, progress=not args.no_progress)
+        return 0
+    if args.recipe is None:
+        raise UsageError("zoo run: give a RECIPE to train (`zoo list recipes`), or --resume RUN to "
+                         "continue a stopped run")
     recipe = load_recipe(args.recipe, overrides=args.overrides)  # a path or a recipe's name
     # `overwrite` is passed only when asked for, so this works with a run() that predates it.
     extra = {"overwrite": True} if args.overwrite else {}
@@ -471,11 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", cmd_run, "train and evaluate a recipe (a file or a shipped recipe's name)",
                 ["zoo run toydensity train.epochs=20", "zoo run recipes/emerging_cnn_mnist.yaml --out runs/emerging",
-                 "zoo run my.yaml --out runs/mine --overwrite train.lr=1e-4"])
-    p.add_argument("recipe", metavar="RECIPE")
+                 "zoo run my.yaml --out runs/mine --overwrite train.lr=1e-4",
+                 "zoo run --resume runs/glow_mnist_small-20250101-120000"])
+    p.add_argument("recipe", metavar="RECIPE", nargs="?")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, values in YAML")
     p.add_argument("--out", help="run folder (default runs/<name>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue a stopped run (killed, SIGTERM, Ctrl-C) from its checkpoint, as its "
+                        "recipe.yaml says (no RECIPE, overrides or --out then)")
     p.add_argument("--data-dir", help="where dataset files are (default $ZOO_DATA_DIR or ./data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, metavar="N",
@@ -605,11 +621,12 @@ def main(argv: list[str] | None = None) -> int:
         if not debug:
             print("(run with --debug or ZOO_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        print("zoo: interrupted", file=sys.stderr)
-        return 130
+        said = str(exc)  # zoo.checkpoint.Interrupted says how to resume
+        print(f"zoo: interrupted: {said}" if said else "zoo: interrupted", file=sys.stderr)
+        return 128 + getattr(exc, "signum", 2)
     except BrokenPipeError:  # `zoo list | head`: the reader left; nothing more to say
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet

@@ -10,6 +10,7 @@ A run folder holds:
     metrics.json        final test metrics (NLL in nats, bits/dim for images, timing)
     samples/*.png       sample grids (images) or density plots (2-D data)
     report.html         the run's page (``zoo.report``); tensorboard/, wandb/: ``zoo.tracking``'s
+    checkpoint.safetensors  while training: where ``zoo run --resume`` continues (``zoo.checkpoint``)
 
 A pulled Hub snapshot holds ``config.json`` (the same facts, recipe inlined) instead of
 ``run.json``. ``load_folder`` reads both with the same checks, the strictest of each: the files'
@@ -40,6 +41,7 @@ METRICS_FILE = "metrics.json"
 LATEST_LINK = "latest"
 RUN_FILES = (RECIPE_FILE, INFO_FILE, WEIGHTS_FILE, "metrics.jsonl", METRICS_FILE)
 REPORT_FILE = "report.html"  # zoo.report's page of the run
+CHECKPOINT_FILE = "checkpoint.safetensors"  # zoo.checkpoint's, while the run trains
 
 MAX_JSON_BYTES = 4 * 2**20     # run.json, config.json, metrics.json are a few KiB
 MAX_JSON_DEPTH = 64
@@ -82,7 +84,7 @@ def create_run_folder(name: str, out: str | os.PathLike | None = None, overwrite
     if out is not None:
         folder = check_output_folder(out, overwrite)
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in (*RUN_FILES, REPORT_FILE):
+        for stale in (*RUN_FILES, REPORT_FILE, CHECKPOINT_FILE):  # the replaced run's checkpoint too
             (folder / stale).unlink(missing_ok=True)
         samples = folder / "samples"  # the replaced run's pictures would pass for this one's
         if samples.is_dir() and not samples.is_symlink():
@@ -410,24 +412,15 @@ def check_plugins(config: Mapping[str, Any], where: str, registry=None) -> None:
         raise missing_plugins_error(where, missing, broken)
 
 
-def load_folder(folder: str | os.PathLike, *, registry=None):
-    """``(recipe, model)`` of a run folder or a pulled snapshot; the model is in eval mode.
-
-    Every check passes before anything is loaded into the model (see the module docstring).
-    """
-    from zoo.assemble import build_model
+def checked_recipe(folder: Path, config: Mapping[str, Any], registry=None):
+    """The folder's recipe (``config`` from ``folder_config``), refused when it is not the one
+    its run.json / config.json records (edited after training) or records none."""
     from zoo.recipe import load_recipe
 
-    folder = Path(folder)
-    config = folder_config(folder)
-    if config["kind"] == "run":
-        remove_stale_temporaries(folder)
-    check_plugins(config, str(folder), registry)
     recipe_source = config["recipe"]
     if isinstance(recipe_source, Path) and recipe_source.stat().st_size > MAX_RECIPE_BYTES:
         raise WeightsError(f"{recipe_source}: larger than {MAX_RECIPE_BYTES:,} bytes; not a recipe zoo wrote")
     recipe = load_recipe(recipe_source, registry=registry, self_contained=True)
-    weights = folder / WEIGHTS_FILE
     where = config["where"]
     if config["recipe_sha256"] is None:
         raise WeightsError(f"{where}: records no recipe_sha256, so the recipe cannot be checked. Re-run or re-push.")
@@ -438,6 +431,24 @@ def load_folder(folder: str | os.PathLike, *, registry=None):
             f"{config['recipe_sha256'][:12]}... (recorded in {where.name}); the recipe was edited after "
             "training. Restore it, or re-run training."
         )
+    return recipe
+
+
+def load_folder(folder: str | os.PathLike, *, registry=None):
+    """``(recipe, model)`` of a run folder or a pulled snapshot; the model is in eval mode.
+
+    Every check passes before anything is loaded into the model (see the module docstring).
+    """
+    from zoo.assemble import build_model
+
+    folder = Path(folder)
+    config = folder_config(folder)
+    if config["kind"] == "run":
+        remove_stale_temporaries(folder)
+    check_plugins(config, str(folder), registry)
+    recipe = checked_recipe(folder, config, registry)
+    weights = folder / WEIGHTS_FILE
+    where = config["where"]
     meta = read_metadata(weights)
     if meta.get("recipe_sha256") != recipe.sha256:
         raise WeightsError(

@@ -17,6 +17,8 @@ finite), and the pictures show the target's exp(-U) beside the learned q
 
 ``run.json`` carries the run's ``status``: ``running``, then ``complete``, ``interrupted``
 (Ctrl-C: what was saved so far is kept and said) or ``failed`` (e.g. a non-finite loss).
+``zoo.checkpoint`` keeps a checkpoint at every epoch end (and every ``train.checkpoint_every``
+steps) that ``resume(folder)`` continues from.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import zoo
-from zoo import assemble, distributed, report, runs, tracking
+from zoo import assemble, checkpoint, distributed, report, runs, tracking
 from zoo._atomic import write_json, write_text
 from zoo.budget import check_batch, large_allowed
 from zoo.data import EnergyTarget, FlowDataset, Placeholders, first_tensor
@@ -265,12 +267,12 @@ class Progress:
     """One progress bar for the whole run on stderr (tqdm), so its ETA is the run's, not the
     epoch's; the description says which epoch it is in."""
 
-    def __init__(self, total: int, epochs: int, enabled: bool):
+    def __init__(self, total: int, epochs: int, enabled: bool, initial: int = 0):
         self.bar, self.epochs = None, epochs
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=total, initial=initial, leave=False, dynamic_ncols=True, file=sys.stderr)
 
     def epoch(self, index: int) -> None:
         if self.bar is not None:
@@ -303,6 +305,8 @@ class RunState:
     best_epoch: int | None = None
     batch_times: list[float] = field(default_factory=list)
     skipped: int = 0
+    resumed: Any = None  # the zoo.checkpoint.Checkpoint a resumed run continues from
+    checkpoints: Any = None  # the loop's zoo.checkpoint.Keeper
 
     def set_status(self, status: str, **extra) -> None:
         self.info.update(status=status, **extra)
@@ -354,15 +358,16 @@ def run(
     progress: bool = True,
     log=print,
     overwrite: bool = False,
+    resuming: checkpoint.Checkpoint | None = None,
 ) -> RunResult:
     """Train and evaluate a recipe; return the run folder and the final test metrics.
 
     ``out`` is the run folder (default ``runs/<name>-<time>``); an existing run there is
-    replaced only with ``overwrite=True``.
+    replaced only with ``overwrite=True``. ``resuming``: see ``resume``.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    if out is not None:
+    if out is not None and resuming is None:
         runs.check_output_folder(out, overwrite)  # before anything is built
     tracking.check_extras(recipe)  # a tracker in train.log that is not installed, before building
     distributed.setup(recipe)  # under torchrun: the process group (a batch the ranks do not split is refused)
@@ -370,7 +375,7 @@ def run(
         progress, log = False, _quiet
     threads = torch.get_num_threads()  # the run picks its own (train.threads); a caller's stays
     try:
-        state = start(recipe, out, overwrite, log)
+        state = start(recipe, out, overwrite, log, resuming)
         train_loader, val_loader, test_loader = make_loaders(state.dataset, recipe, int(recipe.train["seed"]))
         try:
             fit(state, train_loader, val_loader, progress, log)
@@ -387,8 +392,18 @@ def run(
         distributed.teardown()
 
 
-def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
-    """Seed, build the data and the model, create the run folder with recipe.yaml and run.json."""
+def resume(folder: str | os.PathLike, progress: bool = True, log=print) -> RunResult:
+    """Continue a stopped run from its checkpoint (``zoo.checkpoint``): on CPU it ends with the
+    weights and metrics.jsonl records of a run never stopped. Refused (a ZooError saying why and
+    what to do) for a complete run, an edited recipe, another zoo version, or a missing, damaged
+    or mismatched checkpoint."""
+    recipe, point = checkpoint.open_for_resume(folder)
+    return run(recipe, out=point.folder, progress=progress, log=log, resuming=point)
+
+
+def start(recipe: Recipe, out, overwrite: bool, log, resuming=None) -> RunState:
+    """Seed, build the data and the model, create the run folder with recipe.yaml and run.json
+    (``resuming``: the run's own folder and run.json, put back to the checkpoint's moment)."""
     torch.manual_seed(int(recipe.train["seed"]))
     device = distributed.device(pick_device(recipe.train.get("device", "auto")))
     dataset = assemble.build_dataset(recipe)
@@ -407,6 +422,10 @@ def start(recipe: Recipe, out, overwrite: bool, log) -> RunState:
         threads = distributed.threads(threads, recipe.train.get("threads", "auto"))
         torch.set_num_threads(threads)
     loss_fn = assemble.build_objective(recipe, dataset)  # refuses a loss on the wrong kind of data
+    if resuming is not None:
+        resumed = RunState(recipe, resuming.folder, resuming.info, model, dataset, device, loss_fn, task=task,
+                           resumed=resuming)
+        return checkpoint.resumed_state(resumed, threads, log)
     folder = distributed.shared_folder(lambda: runs.create_run_folder(recipe["name"], out, overwrite))
     if distributed.is_main():
         write_text(folder / runs.RECIPE_FILE, recipe.to_yaml())
@@ -439,8 +458,9 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
     train_cfg, model = state.recipe.train, state.model
     if distributed.is_main():
         tracking.start(state)  # train.log's trackers (none by default)
-    # data-dependent init (under torchrun: on the global first batch)
-    distributed.initialize(state.task, model, *split_item(initial_batch(train_loader), state.device))
+    if state.resumed is None:  # a resumed run's weights come from its checkpoint
+        # data-dependent init (under torchrun: on the global first batch)
+        distributed.initialize(state.task, model, *split_item(initial_batch(train_loader), state.device))
     mode = assemble.build_gradient_mode(state.recipe)
     mode.prepare(model)
     loss_fn = state.loss_fn
@@ -448,10 +468,11 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
     schedule = lr_schedule(train_cfg)
     steps = len(train_loader)  # the sampler caps it at train.max_steps_per_epoch
     epochs = int(train_cfg["epochs"])
-    bar = Progress(epochs * steps, epochs, progress)
+    keeper = state.checkpoints = checkpoint.Keeper(state, optimizer, schedule, train_loader, steps, epochs, log)
+    bar = Progress(epochs * steps, epochs, progress, initial=keeper.done)
     try:
         model.train()
-        for epoch in range(epochs):
+        for epoch in range(keeper.start_epoch, epochs):
             bar.epoch(epoch)
             train_loss = train_epoch(state, train_loader, steps, epoch, mode, loss_fn, optimizer,
                                      schedule, bar)
@@ -462,8 +483,10 @@ def fit(state: RunState, train_loader: DataLoader, val_loader: DataLoader, progr
             if every and (epoch + 1) % int(every) == 0 and not last:
                 state.save_pictures(f"epoch{epoch + 1:04d}")
                 distributed.sync_rng()  # rank 0 drew them: every rank goes on from its RNG
+            keeper.epoch_end(epoch)
     finally:
         bar.close()
+        keeper.close()
 
 
 def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mode, loss_fn,
@@ -471,8 +494,8 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
     """One epoch of steps; the mean training loss over its examples."""
     train_cfg, model = state.recipe.train, state.model
     clip = train_cfg.get("grad_clip_norm")
-    total, seen = 0.0, 0
-    for step, item in enumerate(loader):
+    first, total, seen = state.checkpoints.epoch_start(epoch)  # a resumed epoch starts part-way
+    for step, item in enumerate(state.checkpoints.batches(loader), start=first):
         if step >= steps:
             break
         x, y = split_item(item, state.device)
@@ -490,6 +513,7 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
             state.skipped += 1
             optimizer.zero_grad(set_to_none=True)
             bar.update(loss=float("nan"))
+            state.checkpoints.after_step(epoch, step + 1, total, seen)
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -505,6 +529,7 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
         total += value * examples
         seen += examples
         bar.update(loss=value)
+        state.checkpoints.after_step(epoch, step + 1, total, seen)
     return total / max(seen, 1)
 
 
@@ -584,6 +609,7 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
     }
     write_json(state.folder / runs.METRICS_FILE, metrics)
     state.set_status("complete", ended=_now())
+    checkpoint.discard(state)  # after "complete": a kill between leaves a run that says so
     if state.fits_energy:
         line = f"test free energy {test['free_energy']:.4f} nats"
         if test["kl"] is not None:

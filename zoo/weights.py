@@ -18,12 +18,15 @@ from zoo.errors import WeightsError
 WEIGHTS_FILE = "model.safetensors"
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: Mapping[str, object]) -> str:
-    """Write the state dict to ``path`` atomically; return the file's sha256 (run.json keeps it).
+def save_weights(model: torch.nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: Mapping[str, object]) -> str:
+    """Write the state dict (of ``model``, or ``model`` itself when it is one: a checkpoint's best
+    model) to ``path`` atomically; return the file's sha256 (run.json keeps it).
 
     ``metadata`` values that are not strings are stored as JSON (safetensors metadata is str->str).
     """
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    state = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     # Serialised in memory and written once by the atomic writer: safetensors' own save_file
     # would make a second temporary file of the model's size.
@@ -56,7 +59,21 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, s
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(_corrupt(path, exc)) from exc
-    expected = model.state_dict()
+    check_fits(model.state_dict(), state, path)
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not_finite:
+        raise WeightsError(
+            f"{path}: tensors {not_finite[:5]} hold NaN or infinite values; the file was damaged or "
+            "training diverged. Re-download it (`zoo pull`) or re-run training."
+        )
+    model.load_state_dict(state)
+    return read_metadata(path)
+
+
+def check_fits(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: Path,
+               fix: str = "Use the recipe.yaml that was saved with these weights.") -> None:
+    """Refuse (WeightsError naming ``path``) a state dict with missing, extra, mis-shaped or
+    mis-typed tensors for a model whose state dict is ``expected``."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [
@@ -81,16 +98,8 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, s
             parts.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         raise WeightsError(
             f"{path}: the weights do not match the model built from the recipe ({'; '.join(parts)}). "
-            "Use the recipe.yaml that was saved with these weights."
+            + fix
         )
-    not_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if not_finite:
-        raise WeightsError(
-            f"{path}: tensors {not_finite[:5]} hold NaN or infinite values; the file was damaged or "
-            "training diverged. Re-download it (`zoo pull`) or re-run training."
-        )
-    model.load_state_dict(state)
-    return read_metadata(path)
 
 
 def _require(path: Path) -> None:
