@@ -182,3 +182,27 @@ def test_one_process_draws_noise_as_torch_does():
     torch.manual_seed(1)
     with distributed.sharing(distributed.Share(2, 3, 6)):
         assert torch.equal(distributed.rand_like(x[:3]), expected[2:5])
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_under_torchrun_to_the_same_weights(tmp_path):
+    """SIGKILL (both ranks, mid-epoch) after a checkpoint, then `zoo run --resume RUN --nproc 2`:
+    the weights and records of an uninterrupted two-process run, bit for bit; rank 0 alone
+    wrote the checkpoint and holds the folder's lock, so the other rank's resume is not refused."""
+    overrides = [*MOONS, "train.epochs=3", "train.checkpoint_every=2"]
+    whole = tmp_path / "whole"
+    run_two("realnvp_moons", overrides, whole)
+    killed = tmp_path / "killed"
+    done = torchrun("-m", "zoo", "run", "realnvp_moons", *overrides, "--out", str(killed), "--no-progress",
+                    env={"ZOO_TEST_KILL_AT": "step:5"})
+    assert done.returncode != 0
+    info = json.loads((killed / "run.json").read_text())
+    assert info["status"] == "running" and info["checkpoint"]["global_step"] == 4
+    resumed = subprocess.run([sys.executable, "-m", "zoo", "run", "--resume", str(killed), "--nproc", "2",
+                              "--no-progress"], capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert json.loads((killed / "run.json").read_text())["status"] == "complete"
+    wa, wb = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = [{k: v for k, v in r.items() if k != "time"} for r in records(whole)]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in records(killed)] == strip

@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 import zoo
-from zoo import runs
+from zoo import distributed, runs
 from zoo._atomic import TEMP_MARK, remove_stale_temporaries, write_bytes
 from zoo.errors import WeightsError, ZooError
 from zoo.weights import WEIGHTS_FILE, check_fits, save_weights
@@ -122,7 +122,10 @@ class FolderLock:
 
 def lock_folder(folder: Path) -> FolderLock | None:
     """The folder's lock, refused (a ZooError) while another process holds it; None where the
-    platform or filesystem has no such locks (then nothing guards against two processes)."""
+    platform or filesystem has no such locks (then nothing guards against two processes). Under
+    torchrun rank 0 holds it for the whole run; the other ranks write nothing there."""
+    if not distributed.is_main():
+        return None
     try:
         import fcntl
     except ImportError:  # not on POSIX
@@ -342,6 +345,7 @@ class Keeper:
         global_step = epoch * self.steps + done
         if self._kill == ("term", global_step):
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
+        self._agree_on_stop()
         if self.stop is not None or (self.every and global_step % self.every == 0):
             self.save(Position(epoch, done, total, seen))
         self._maybe_kill("step", global_step)
@@ -349,6 +353,7 @@ class Keeper:
             self._interrupt(epoch, done)
 
     def epoch_end(self, epoch: int) -> None:
+        self._agree_on_stop()
         self.save(Position(epoch + 1, 0))
         self._maybe_kill("epoch", epoch + 1)
         if self.stop is not None:
@@ -361,9 +366,12 @@ class Keeper:
 
     # writing
 
-    def save(self, position: Position) -> Path:
-        """Write the checkpoint of ``position`` and note it in run.json."""
+    def save(self, position: Position) -> Path | None:
+        """Write the checkpoint of ``position`` and note it in run.json (rank 0 alone: every
+        rank holds the same model, optimizer, generators and data order)."""
         state = self.state
+        if not distributed.is_main():
+            return None
         tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
         tensors.update({f"best.{k}": v for k, v in self._best_tensors().items()})
         optimizer_tensors, optimizer_meta = optimizer_state(self.optimizer)
@@ -431,6 +439,17 @@ class Keeper:
         if self.stop is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop at once
         self.stop = signum
+
+    def _agree_on_stop(self) -> None:
+        """Under torchrun a signal reaches the ranks at different moments: every rank stops at the
+        first step boundary where any has been asked to (one all-reduce), so none waits alone
+        in a collective."""
+        if not distributed.active():
+            return
+        asked = torch.tensor([0.0 if self.stop is None else float(self.stop)])
+        stop = int(distributed.all_sum(asked.clamp(max=1.0)).item())
+        if stop and self.stop is None:
+            self.stop = int(signal.SIGTERM)
 
     def _interrupt(self, epoch: int, step: int) -> None:
         folder = self.state.folder
@@ -581,7 +600,8 @@ def open_for_resume(folder: str | os.PathLike, registry=None):
         )
     runs.check_plugins(config, str(folder), registry)
     recipe = runs.checked_recipe(folder, config, registry)
-    remove_stale_temporaries(folder)  # e.g. a checkpoint half-written when the run was killed
+    if distributed.is_main():  # the folder is rank 0's
+        remove_stale_temporaries(folder)  # e.g. a checkpoint half-written when the run was killed
     checkpoint = load_checkpoint(folder)
     meta = checkpoint.meta
     if meta["recipe_sha256"] != recipe.sha256:
@@ -621,13 +641,14 @@ def resumed_state(state, threads, log):
             f"{checkpoint.path}: written for {meta['epochs']} epochs of {meta['steps_per_epoch']} steps, "
             f"but the run now has {train['epochs']} of {steps} (its data changed size?). {fix}"
         )
-    truncate_log(folder / "metrics.jsonl", meta["metrics_bytes"], checkpoint.path)
-    weights = folder / WEIGHTS_FILE
-    if best:
-        state.info["weights_sha256"] = save_weights(best, weights, weights_metadata(state.recipe, model))
-    else:
-        weights.unlink(missing_ok=True)  # written after the checkpoint: the replay writes it again
-        state.info["weights_sha256"] = None
+    if distributed.is_main():  # under torchrun the other ranks leave the folder to rank 0
+        truncate_log(folder / "metrics.jsonl", meta["metrics_bytes"], checkpoint.path)
+        weights = folder / WEIGHTS_FILE
+        if best:
+            state.info["weights_sha256"] = save_weights(best, weights, weights_metadata(state.recipe, model))
+        else:
+            weights.unlink(missing_ok=True)  # written after the checkpoint: the replay writes it again
+            state.info["weights_sha256"] = None
     recorded = state.info.get("threads")
     if (state.device.type == "cpu" and train.get("threads", "auto") == "auto" and isinstance(recorded, int)
             and recorded > 0 and recorded != threads):
@@ -639,7 +660,8 @@ def resumed_state(state, threads, log):
     state.info.update(status="running", device=str(state.device), threads=threads,
                       resumed=[*state.info.get("resumed", []), now])
     state.info.pop("ended", None)
-    runs.write_info(folder, state.info)
+    if distributed.is_main():
+        runs.write_info(folder, state.info)
     log(f"run folder: {folder}")
     log(f"resuming {describe(checkpoint.epoch, checkpoint.step, meta['steps_per_epoch'])} "
         f"(checkpoint of {meta['written']})")
@@ -665,6 +687,8 @@ def _check_optimizer(model, checkpoint: Checkpoint, fix: str) -> None:
 
 def discard(state) -> None:
     """A complete run needs no checkpoint: removed (so ``--resume`` says it is complete)."""
+    if not distributed.is_main():
+        return
     (state.folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     if state.info.get("checkpoint") is not None:
         state.info["checkpoint"] = None

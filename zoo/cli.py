@@ -51,6 +51,14 @@ def cmd_run(args) -> int:
         from zoo.train import resume
 
         check_resume_arguments(args)
+        if getattr(args, "nproc", None) is not None:  # the resumed run under torchrun
+            from zoo.checkpoint import open_for_resume
+            from zoo.distributed import launch
+
+            recipe, point = open_for_resume(args.resume)  # refused here, once, not by every rank
+            if point.lock is not None:
+                point.lock.close()  # rank 0 of the launched run takes it
+            return launch(recipe, args.nproc, args.argv)
         resume(args.resume, progress=not args.no_progress)
         return 0
     if args.recipe is None:
