@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from zoo import precision
 from zoo.conditioning import is_conditioned
 from zoo.errors import ContextError
 
@@ -123,6 +124,9 @@ class FlowModel(nn.Module):
             self.shapes.append(tuple(getattr(layer, "out_shape", self.shapes[-1])))
         self.out_shape = self.shapes[-1]
         self._multiscale = any(factors_out(layer) for layer in self.layers)
+        # train.checkpoint_grads / train.compile (zoo.precision.configure); off unless set
+        self.checkpoint_steps: list[tuple[int, int]] | None = None
+        self._compiled_forward = None
         self.dim = math.prod(self.shape)
 
     # -- the context ----------------------------------------------------------------------------
@@ -165,7 +169,11 @@ class FlowModel(nn.Module):
         return features
 
     def _base_log_prob(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        return self.base.log_prob(z, c) if c is not None and is_conditioned(self.base) else self.base.log_prob(z)
+        with precision.full_precision(z.device.type) as autocasting:
+            if autocasting:  # bf16: the base log-density in float32, as the log-dets are
+                z = z.float() if z.dtype in precision.LOW_PRECISION else z
+                c = c.float() if c is not None and c.dtype in precision.LOW_PRECISION else c
+            return self.base.log_prob(z, c) if c is not None and is_conditioned(self.base) else self.base.log_prob(z)
 
     # -- density direction ----------------------------------------------------------------------
 
@@ -178,19 +186,44 @@ class FlowModel(nn.Module):
         return self._forward(x, self.features(context, x.shape[0]))
 
     def _forward(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = x.new_zeros(x.shape[0])
+        if self._compiled_forward is not None and self.training:
+            return self._compiled_forward(x, c)
+        return self._forward_layers(x, c)
+
+    def _forward_layers(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        # the sum in float32 under bf16 autocast (each layer's log-det cast before it is added)
+        logdet = x.new_zeros(x.shape[0], dtype=precision.accumulation_dtype(x))
+        if self.checkpoint_steps and self.training and torch.is_grad_enabled():
+            factored: list[torch.Tensor] = []
+            every = list(self.layers)
+            for start, stop in self.checkpoint_steps:
+                modules = every[start:stop]
+                precision.refuse_uninitialized(modules)
+                args = (x, logdet) if c is None else (x, logdet, c)
+                x, logdet, *parts = precision.checkpoint_segment(
+                    lambda *a, start=start, stop=stop: self._run_layers(start, stop, *a), modules, *args)
+                factored.extend(parts)
+        else:
+            x, logdet, *factored = self._run_layers(0, len(self.layers), x, logdet, c)
+        if self._multiscale:
+            x = torch.cat([*factored, x.flatten(1)], dim=1)
+        return x, logdet
+
+    def _run_layers(self, start: int, stop: int, x: torch.Tensor, logdet: torch.Tensor,
+                    c: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Layers ``start:stop`` on x: ``(x, logdet, *factored parts)`` (one flow step when
+        checkpointed, all layers otherwise)."""
         factored: list[torch.Tensor] = []
-        for layer in self.layers:
+        whole = start == 0 and stop == len(self.layers)  # no ModuleList slice on the plain path
+        for layer in self.layers if whole else list(self.layers)[start:stop]:
             extra = (c,) if c is not None and is_conditioned(layer) else ()
             if factors_out(layer):
                 x, z_part, ld = layer.factor(x, *extra)
                 factored.append(z_part.flatten(1))
             else:
                 x, ld = layer(x, *extra)
-            logdet = logdet + ld
-        if self._multiscale:
-            x = torch.cat([*factored, x.flatten(1)], dim=1)
-        return x, logdet
+            logdet = logdet + (ld.float() if getattr(ld, "dtype", None) in precision.LOW_PRECISION else ld)
+        return (x, logdet, *factored)
 
     def log_prob(self, x: torch.Tensor, context=None) -> torch.Tensor:
         """Per-sample log-density of x (nats); conditional models: log p(x | context)."""

@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import zoo
-from zoo import assemble, checkpoint, distributed, report, runs, tracking
+from zoo import assemble, checkpoint, distributed, precision, report, runs, tracking
 from zoo._atomic import write_json, write_text
 from zoo.budget import check_batch, large_allowed
 from zoo.data import EnergyTarget, FlowDataset, Placeholders, first_tensor
@@ -406,6 +406,7 @@ def start(recipe: Recipe, out, overwrite: bool, log, resuming=None) -> RunState:
     (``resuming``: the run's own folder and run.json, put back to the checkpoint's moment)."""
     torch.manual_seed(int(recipe.train["seed"]))
     device = distributed.device(pick_device(recipe.train.get("device", "auto")))
+    precision.check(recipe, device)  # bf16 off CUDA, compile without a compiler: before building
     dataset = assemble.build_dataset(recipe)
     if dataset.notice:
         log(f"note: {dataset.notice}")
@@ -422,6 +423,7 @@ def start(recipe: Recipe, out, overwrite: bool, log, resuming=None) -> RunState:
         threads = distributed.threads(threads, recipe.train.get("threads", "auto"))
         torch.set_num_threads(threads)
     loss_fn = assemble.build_objective(recipe, dataset)  # refuses a loss on the wrong kind of data
+    precision.configure(model, recipe)  # train.checkpoint_grads, train.compile
     if resuming is not None:
         resumed = RunState(recipe, resuming.folder, resuming.info, model, dataset, device, loss_fn, task=task,
                            resumed=resuming)
@@ -502,7 +504,8 @@ def train_epoch(state: RunState, loader: DataLoader, steps: int, epoch: int, mod
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(train_cfg, epoch, step, steps) * schedule.scale
         started = time.perf_counter()
-        loss, _logs = distributed.step_loss(state, x, y, mode, loss_fn)  # under torchrun: DDP
+        with precision.step_autocast(train_cfg, state.device):  # train.precision
+            loss, _logs = distributed.step_loss(state, x, y, mode, loss_fn)  # under torchrun: DDP
         if not torch.isfinite(loss):
             if train_cfg.get("on_nonfinite", "stop") != "skip":
                 raise TrainingError(
@@ -542,7 +545,8 @@ def validate(state: RunState, loader: DataLoader, epoch: int, train_loss: float,
         kl = f", KL {val['kl']:.4f}" if val["kl"] is not None else ""
         line = f"val free energy {val['free_energy']:.4f} nats{kl}"
     else:
-        val = distributed.evaluate(state.task, state.model, loader, state.device)
+        with precision.step_autocast(state.recipe.train, state.device):
+            val = distributed.evaluate(state.task, state.model, loader, state.device)
         score, values, line = val.score, {f"val_{k}": v for k, v in val.values.items()}, f"val {val.line}"
     improved = score < state.best_score
     if improved:
@@ -583,7 +587,8 @@ def finish(state: RunState, test_loader: DataLoader, log) -> RunResult:
         sample_time = time.perf_counter() - sample_started
         state.save_pictures("final")
     else:
-        evaluation = distributed.evaluate(state.task, model, test_loader, state.device)
+        with precision.step_autocast(train_cfg, state.device):
+            evaluation = distributed.evaluate(state.task, model, test_loader, state.device)
         test = {**evaluation.values, "examples": evaluation.examples}
         scores = {f"test_{k}": v for k, v in evaluation.values.items()}
         if not distributed.is_main():  # pictures, outputs, metrics.json, the report: rank 0's
