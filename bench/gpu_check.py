@@ -9,8 +9,9 @@ Sections (each a key of the JSON):
 - ``inverse_conv_timing``: forward+backward ms, batch 64, of Triton, the twin, dense (only where
   its matrix fits: CHW <= 4096, so 3x64x64 is skipped and says so) and plain ``F.conv2d``;
 - ``train``: steps per second of ``glow_mnist_small``, ``if_glow_mnist``, ``selfnorm_glow_mnist``
-  on the embedded digits, float32 and bf16 autocast (layers unchanged: the dtype their
-  log-determinants come out in is recorded, not forced);
+  on the embedded digits, float32 and bf16 (``train.precision: bf16`` through
+  ``zoo.precision.step_autocast``, the call of ``zoo run``'s step and evaluation; the dtype the
+  model's log-determinant comes out in is recorded);
 - ``sampling``: ms per image of ``model.sample`` for the same recipes (float32).
 
 ``--cpu-smoke`` runs every section on the CPU at tiny shapes, 2 steps, the Triton kernels through
@@ -189,13 +190,16 @@ def time_inverse_conv(shapes, batch, dense_max_dim, repeats, device) -> list[dic
     return rows
 
 
-def recipe_parts(name: str, smoke: bool, device):
-    """Model (initialized on a first batch), gradient mode, loss, optimizer, loader of a recipe."""
+def recipe_parts(name: str, smoke: bool, device, dtype: str = "float32"):
+    """Model (initialized on a first batch), gradient mode, loss, optimizer, loader of a recipe
+    (``dtype``: its ``train.precision``)."""
     import zoo
     from zoo import assemble
     from zoo.data import first_tensor
 
     overrides = (SMOKE_OVERRIDES[name] + ["dataset.batch_size=2"]) if smoke else []
+    if dtype != "float32":
+        overrides.append(f"train.precision={dtype}")
     recipe = zoo.load_recipe(name, overrides=overrides)
     dataset = assemble.build_dataset(recipe)
     torch.manual_seed(0)
@@ -222,14 +226,22 @@ def recipe_parts(name: str, smoke: bool, device):
 
 
 def time_training(name: str, dtype: str, warmup: int, steps: int, smoke: bool, device) -> dict:
-    """Steps per second of one recipe (the training loop's step: loss, backward, clip, step)."""
-    recipe, model, mode, loss_fn, optimizer, next_batch = recipe_parts(name, smoke, device)
+    """Steps per second of one recipe (the training loop's step: loss, backward, clip, step).
+
+    bf16 goes through ``zoo.precision.step_autocast`` with the recipe's ``train.precision``, the
+    call ``zoo run``'s step and evaluation make (in the CPU smoke run that is CPU autocast, which
+    ``zoo run`` itself refuses at start)."""
+    from zoo import precision
+
+    recipe, model, mode, loss_fn, optimizer, next_batch = recipe_parts(name, smoke, device, dtype)
     clip = recipe.train.get("grad_clip_norm")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+    def autocast():
+        return precision.step_autocast(recipe.train, device)
 
     def step():
         x = next_batch()
-        with autocast:
+        with autocast():
             loss, _ = mode.loss(model, x, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -245,7 +257,7 @@ def time_training(name: str, dtype: str, warmup: int, steps: int, smoke: bool, d
     losses = [step() for _ in range(steps)]
     synchronize(device)
     elapsed = time.perf_counter() - start
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast():
         z, logdet = model(next_batch())
     return {
         "recipe": name, "dtype": dtype, "batch": recipe.loader["batch_size"],

@@ -53,14 +53,11 @@ def test_cpu_smoke_writes_every_section(tmp_path):
 
     train = report["train"]
     assert {(r["recipe"], r["dtype"]) for r in train} == {(n, d) for n in RECIPES for d in ("float32", "bf16")}
-    for row in train:
-        if row["dtype"] == "float32" or "error" not in row:
-            assert "error" not in row, row
-            assert finite(row["steps_per_s"]) and row["steps_per_s"] > 0
-            assert finite(row["last_loss"])
-            assert row["logdet_dtype"] in ("float32", "bfloat16")
-        else:  # a layer that refuses bf16 autocast is reported, not hidden
-            assert row["error"]
+    for row in train:  # bf16 through zoo.precision (CPU autocast here), as zoo run's step
+        assert "error" not in row, row
+        assert finite(row["steps_per_s"]) and row["steps_per_s"] > 0
+        assert finite(row["last_loss"])
+        assert row["logdet_dtype"] == "float32"  # summed in float32 under bf16 too
 
     sampling = report["sampling"]
     assert {r["recipe"] for r in sampling} == RECIPES

@@ -236,3 +236,17 @@ def compiled(model: nn.Module) -> nn.Module:
         raise TypeError(f"train.compile compiles a FlowModel's forward, not a {type(model).__name__}")
     model._compiled_forward = torch.compile(model._forward_layers, dynamic=False)
     return model
+
+
+def in_float32(fn: Callable, *args):
+    """``fn(*args)`` in float32 with autocast off, where autocast is on (else as it is).
+
+    For custom autograd Functions whose hand-written backward mixes saved float32 weights with
+    the bfloat16 gradients autocast would give their outputs (the self-normalized layers): they
+    run in float32 under ``train.precision: bf16``, the rest of the model in bfloat16."""
+    tensor = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    if tensor is None or not torch.is_autocast_enabled(tensor.device.type):
+        return fn(*args)
+    args = tuple(a.float() if isinstance(a, torch.Tensor) and a.dtype in LOW_PRECISION else a for a in args)
+    with torch.autocast(tensor.device.type, enabled=False):
+        return fn(*args)

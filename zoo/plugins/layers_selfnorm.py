@@ -48,6 +48,7 @@ from zoo.plugins._selfnorm_ops import (
     conv_matrix,
     flip_kernel,
 )
+from zoo.precision import in_float32
 
 NOISE_GAIN = 0.01  # xavier-normal gain of the noise added to the identity at initialisation
 MAX_DENSE_DIM = 8192  # largest C*H*W whose dense convolution matrix we build for the exact logdet
@@ -233,8 +234,8 @@ class SelfNormFC(ExactFC):
         self._saved_input = x.detach()  # for reconstruction_loss; a reference, not a copy
         if self.self_normalized:
             fuse = self.fuse_reconstruction and torch.is_grad_enabled()
-            z, logdet, recon = SelfNormLinear.apply(
-                x, self.weight, self.bias, self.inverse_weight, fuse
+            z, logdet, recon = in_float32(  # float32 under bf16 autocast: its backward mixes dtypes
+                SelfNormLinear.apply, x, self.weight, self.bias, self.inverse_weight, fuse
             )
             self._fused_recon = recon if fuse else None
             return z, logdet
@@ -377,7 +378,7 @@ class SelfNormConv(ExactConv):
             return self.exact_forward(x)
         self._saved_input = x.detach()  # for reconstruction_loss; a reference, not a copy
         if self.self_normalized:
-            return SelfNormConv2d.apply(x, self.weight, self.bias, self.inverse_weight, self.padding)
+            return in_float32(SelfNormConv2d.apply, x, self.weight, self.bias, self.inverse_weight, self.padding)
         return self.exact_forward(x)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
