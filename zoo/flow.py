@@ -14,8 +14,8 @@ preamble's rescaling log-determinants are part of ``log p``) and ``D`` the numbe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 import torch
 from torch import nn
