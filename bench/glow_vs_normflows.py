@@ -6,7 +6,8 @@ width 64, Glow's split prior) without the preamble; normflows: ``MultiscaleFlow`
 get the same batches of 64 embedded MNIST digits in logit space. Measured, interleaved (each
 repetition runs both, in alternating order), medians: a training step (loss, backward, Adam),
 ``log_prob`` of a batch without gradients, and drawing 64 samples. ``--compile`` runs zoo's model
-through ``torch.compile`` as ``train.compile: true`` does (zoo.train.compiled).
+through ``torch.compile`` as ``train.compile: true`` does (zoo.precision.compiled: the training
+forward; log_prob without gradients and sampling stay eager).
 
 Prints the table with the ratio zoo / normflows (the target is <= 0.5) and writes
 ``bench/results/glow_vs_normflows.json``.
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     if sides["normflows"] is None:
         raise SystemExit("bench/glow_vs_normflows.py needs normflows: pip install 'zoo-flows[peers]'")
     if args.compile:
-        from zoo.train import compiled
+        from zoo.precision import compiled
 
         zoo_side = sides["zoo"]
         fast = compiled(zoo_side.module)
