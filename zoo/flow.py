@@ -186,7 +186,7 @@ class FlowModel(nn.Module):
         return self._forward(x, self.features(context, x.shape[0]))
 
     def _forward(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._compiled_forward is not None and self.training:
+        if self._compiled_forward is not None and self.training and torch.is_grad_enabled():
             return self._compiled_forward(x, c)
         return self._forward_layers(x, c)
 

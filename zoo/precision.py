@@ -230,7 +230,8 @@ def refuse_uninitialized(modules: Sequence[nn.Module]) -> None:
 
 
 def compiled(model: nn.Module) -> nn.Module:
-    """The model with its training forward (``FlowModel._forward`` in train mode) compiled by
+    """The model with its training forward (``FlowModel._forward`` in train mode with gradients:
+    not the no-grad data-dependent initialisation) compiled by
     ``torch.compile``; evaluation, sampling and the weights are untouched. Returns the model."""
     if not hasattr(model, "_compiled_forward"):
         raise TypeError(f"train.compile compiles a FlowModel's forward, not a {type(model).__name__}")
