@@ -33,6 +33,10 @@ SMALL = {  # one or two steps per block, narrow networks: seconds, not minutes
                            "model.layers.4.repeat=1"],
     "cond_realnvp_moons": ["model.layers.0.repeat=3"],
 }
+# the symmetric reconstruction loss (not fused into the layers' forward) over the same model
+SMALL["selfnorm_glow_mnist symmetric"] = [*SMALL["selfnorm_glow_mnist"],
+                                         "gradient_mode.name=reconstruction_augmented",
+                                         "gradient_mode.base=self_normalized", "gradient_mode.symmetric=true"]
 CPU = torch.device("cpu")
 TINY_RUN = ["train.epochs=2", "train.max_steps_per_epoch=3", "train.max_eval_examples=256",
             "train.eval_every=1", "train.n_samples=4"]
@@ -40,7 +44,7 @@ TINY_RUN = ["train.epochs=2", "train.max_steps_per_epoch=3", "train.max_eval_exa
 
 def parts(name: str, dtype=torch.float64, batch: int = 4):
     """Model (initialised on a first batch), task, gradient mode, loss, batch of a small recipe."""
-    recipe = zoo.load_recipe(name, overrides=SMALL[name])
+    recipe = zoo.load_recipe(name.split()[0], overrides=SMALL[name])
     dataset = assemble.build_dataset(recipe)
     torch.manual_seed(0)
     labels = assemble.label_facts(dataset, recipe.component("dataset")[0])

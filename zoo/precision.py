@@ -61,8 +61,9 @@ def check(recipe, device: torch.device) -> None:
     if train.get("compile") and train.get("checkpoint_grads"):
         raise RecipeError(
             f"{where}: $.train.compile: torch.compile and train.checkpoint_grads together are not "
-            "supported (the recomputation replays buffers in Python, which a compiled graph cannot "
-            "do). Keep one of them: train.compile=false or train.checkpoint_grads=false."
+            "supported (dynamo cannot trace the per-step checkpoint with the context that replays "
+            "the buffers a step changed). Keep one of them: train.compile=false or "
+            "train.checkpoint_grads=false."
         )
     if train.get("compile"):
         problem = compile_problem(device)
