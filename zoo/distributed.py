@@ -119,6 +119,14 @@ def setup(recipe) -> None:
         **({"device_id": torch.device("cuda", local_rank())} if cuda else {}))
 
 
+def finished() -> None:
+    """After a run that ended well: every rank waits here for rank 0's pictures, metrics.json and
+    report, so no rank tears the process group down while another still uses it (gloo aborted a
+    rank that left first: "terminate called without an active exception")."""
+    if active():
+        torch.distributed.barrier()
+
+
 def teardown() -> None:
     _WRAPPERS.clear()
     if active():

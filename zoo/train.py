@@ -386,7 +386,9 @@ def run(
         except BaseException:
             state.set_status("failed", ended=_now())
             raise
-        return finish(state, test_loader, log)
+        result = finish(state, test_loader, log)
+        distributed.finished()  # under torchrun: every rank leaves together
+        return result
     finally:
         torch.set_num_threads(threads)
         distributed.teardown()
