@@ -105,7 +105,7 @@ def conditioner(in_channels: int, out_channels: int, width: int, image: bool) ->
     else:
         first, middle = nn.Linear(in_channels, width), nn.Linear(width, width)
     return CouplingNet(
-        first, nn.ReLU(), middle, nn.ReLU(), ZeroInitOutput(width, out_channels, image)
+        first, nn.ReLU(inplace=True), middle, nn.ReLU(inplace=True), ZeroInitOutput(width, out_channels, image)
     )
 
 
