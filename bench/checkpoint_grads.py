@@ -27,12 +27,14 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's zoo
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_steps.py
+
+from _steps import timed_steps  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "checkpoint_grads.json"
 
@@ -72,16 +74,7 @@ def measure(name: str, batch: int, checkpointed: bool, steps: int, threads: int)
         loss, _ = mode.loss(model, data, loss_fn)
     del loss
     before = peak_rss_mb()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        loss, _ = mode.loss(model, data, loss_fn)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip), foreach=True)
-        optimizer.step()
-        times.append((time.perf_counter() - started) * 1e3)
+    times, loss = timed_steps(model, mode, data, loss_fn, optimizer, clip, steps)
     return {
         "recipe": name, "batch": batch, "checkpoint_grads": checkpointed,
         "segments": len(model.checkpoint_steps or []), "saved_mb": saved[0] / 2**20,

@@ -23,12 +23,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's zoo
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_steps.py
+
+from _steps import timed_steps  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "compile.json"
 
@@ -52,16 +54,7 @@ def measure(name: str, compiled: bool, steps: int, threads: int) -> dict:
     loss_fn = assemble.build_objective(recipe, dataset)
     optimizer = assemble.build_optimizer(model, recipe.train)
     clip = recipe.train.get("grad_clip_norm")
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        loss, _ = mode.loss(model, data, loss_fn)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip), foreach=True)
-        optimizer.step()
-        times.append((time.perf_counter() - started) * 1e3)
+    times, loss = timed_steps(model, mode, data, loss_fn, optimizer, clip, steps)
     return {"recipe": name, "compile": compiled, "batch": batch, "first_step_ms": times[0],
             "ms_per_step": statistics.median(times[1:]), "last_loss": float(loss),
             "parameters": sum(p.numel() for p in model.parameters())}
