@@ -161,6 +161,11 @@ def resume_command(folder: Path) -> str:
     return f"zoo run --resume {folder}"
 
 
+def restart_command(folder: Path) -> str:
+    """The command that starts a run again in its own folder, from its recipe."""
+    return f"zoo run {folder / runs.RECIPE_FILE} --out {folder} --overwrite"
+
+
 # --- writing -------------------------------------------------------------------------------------
 
 
@@ -263,7 +268,7 @@ def truncate_log(path: Path, length: int, checkpoint: Path) -> None:
         raise WeightsError(
             f"{path}: {size:,} bytes, shorter than the {length:,} it had when {checkpoint.name} was "
             "written; the run folder was edited. Restore the file, or start the run again "
-            f"(`zoo run {path.parent / runs.RECIPE_FILE} --out {path.parent} --overwrite`)."
+            f"(`{restart_command(path.parent)}`)."
         )
     if size > length:
         with open(path, "r+b") as f:
@@ -512,7 +517,7 @@ def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:
         raise WeightsError(
             f"{folder}: no checkpoint ({CHECKPOINT_FILE}) to resume from: the run stopped before its "
             f"first one (they are written every train.checkpoint_every steps and at each epoch end). "
-            f"Start it again: `zoo run {folder / runs.RECIPE_FILE} --out {folder} --overwrite`."
+            f"Start it again: `{restart_command(folder)}`."
         )
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -524,7 +529,7 @@ def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(
             f"{path}: not a readable checkpoint ({exc}); the file is corrupt or truncated. Start the "
-            f"run again: `zoo run {folder / runs.RECIPE_FILE} --out {folder} --overwrite`."
+            f"run again: `{restart_command(folder)}`."
         ) from None
     return Checkpoint(path, _checked_meta(text, path, tensors), tensors)
 
@@ -532,7 +537,7 @@ def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:
 def _checked_meta(text: str, path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     def damaged(what: str) -> WeightsError:
         return WeightsError(f"{path}: {what}; the checkpoint is damaged. Start the run again: "
-                            f"`zoo run {path.parent / runs.RECIPE_FILE} --out {path.parent} --overwrite`.")
+                            f"`{restart_command(path.parent)}`.")
 
     if len(text) > MAX_META_BYTES or runs._nesting_depth(text) > runs.MAX_JSON_DEPTH:
         raise damaged("its metadata is larger or deeper than a checkpoint's")
@@ -608,7 +613,7 @@ def open_for_resume(folder: str | os.PathLike, registry=None):
         raise WeightsError(
             f"{checkpoint.path}: written for recipe {meta['recipe_sha256'][:12]}..., but "
             f"{folder / runs.RECIPE_FILE} is {recipe.sha256[:12]}...; the files come from different runs. "
-            f"Start the run again: `zoo run {folder / runs.RECIPE_FILE} --out {folder} --overwrite`."
+            f"Start the run again: `{restart_command(folder)}`."
         )
     if meta["zoo_version"] != zoo.__version__:
         raise ZooError(f"{checkpoint.path}: written by zoo {meta['zoo_version']}, this is zoo "
@@ -627,7 +632,7 @@ def resumed_state(state, threads, log):
 
     checkpoint, folder, model = state.resumed, state.folder, state.model
     meta = checkpoint.meta
-    fix = f"Start the run again: `zoo run {folder / runs.RECIPE_FILE} --out {folder} --overwrite`."
+    fix = f"Start the run again: `{restart_command(folder)}`."
     check_fits(model.state_dict(), checkpoint.group("model"), checkpoint.path, fix)
     best = checkpoint.group("best")
     if best:
