@@ -24,6 +24,14 @@ import torch
 from torch.utils.data import Sampler
 
 
+def share(batch: list, rank: int, world: int) -> list:
+    """Rank ``rank``'s contiguous part of a global batch (sizes differ by at most one, the first
+    ranks taking the extra examples; a rank's part of a tiny last batch may be empty)."""
+    size, extra = divmod(len(batch), world)
+    start = rank * size + min(rank, extra)
+    return batch[start:start + size + (rank < extra)]
+
+
 class EpochBatches(Sampler[list[int]]):
     def __init__(self, n: int, batch_size: int, seed: int, steps: int | None = None,
                  rank: int = 0, world: int = 1):
@@ -49,19 +57,14 @@ class EpochBatches(Sampler[list[int]]):
     def global_batch(self, order: list[int], index: int) -> list[int]:
         return order[index * self.batch_size:(index + 1) * self.batch_size]
 
-    def share(self, batch: list[int]) -> list[int]:
-        """This rank's contiguous part of a global batch (sizes differ by at most one, the first
-        ranks taking the extra examples; a rank's part of a tiny last batch may be empty)."""
-        size, extra = divmod(len(batch), self.world)
-        start = self.rank * size + min(self.rank, extra)
-        return batch[start:start + size + (self.rank < extra)]
-
     def first_batch(self) -> list[int]:
         """This rank's share of the first batch of a pass drawn now, for a data-dependent
         initialisation: the draws of the one batch that the old loop read for it."""
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        order = torch.randperm(self.n, generator=self.generator).tolist()
-        return self.share(self.global_batch(order, 0))
+        return share(self.global_batch(self._draw_order(), 0), self.rank, self.world)
+
+    def _draw_order(self) -> list[int]:
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # the old base seed
+        return torch.randperm(self.n, generator=self.generator).tolist()
 
     def _old_loop_exhausted(self) -> bool:
         # The old loop read one batch past a max_steps_per_epoch cap before it stopped; that read
@@ -70,9 +73,9 @@ class EpochBatches(Sampler[list[int]]):
         return self.steps >= self.batches or (self.steps == self.batches - 1 and last_partial)
 
     def __iter__(self) -> Iterator[list[int]]:
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # the old base seed
-        order = torch.randperm(self.n, generator=self.generator).tolist()
+        order = self._draw_order()
         if self._old_loop_exhausted():
             torch.randperm(self.n, generator=self.generator)  # RandomSampler's draw at exhaustion
         skip, self.skip = self.skip, 0
-        return iter([self.share(self.global_batch(order, i)) for i in range(skip, self.steps)])
+        return iter([share(self.global_batch(order, i), self.rank, self.world)
+                     for i in range(skip, self.steps)])

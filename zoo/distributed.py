@@ -410,13 +410,12 @@ def eval_loader(split, batch_size: int):
 
     if not active():
         return DataLoader(split, batch_size=batch_size)
-    from zoo.data_order import EpochBatches
+    from zoo.data_order import share
 
-    sharers = [EpochBatches(len(split), batch_size, 0, rank=r, world=world()) for r in range(world())]
     batches, shares = [], []
     for start in range(0, len(split), batch_size):
         batch = list(range(start, min(start + batch_size, len(split))))
-        parts = [sharer.share(batch) for sharer in sharers]  # the training order's rule
+        parts = [share(batch, r, world()) for r in range(world())]  # the training order's rule
         if parts[rank()]:
             batches.append(parts[rank()])
             shares.append(share_of([len(part) for part in parts]))
@@ -518,13 +517,11 @@ def evaluate(task, model, loader, device):
 
 
 def _line(task, values: dict[str, Any], model) -> str:
-    """The log line of a reduced evaluation, as the task's own would read."""
-    nll = values.get("nll")
-    if nll is None:
-        return ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float))
-    line = f"NLL {nll:.4f} nats"
-    if len(getattr(model, "shape", ())) == 3:
-        line += f" ({values['bpd']:.4f} bits/dim)"
+    """The log line of a reduced evaluation (every REDUCIBLE_TASKS one has an NLL), as the task's
+    own reads (``zoo.tasks.nll_line``, and generative_classify's accuracy after it)."""
+    from zoo.tasks import nll_line
+
+    line = nll_line(values["nll"], values["bpd"], len(getattr(model, "shape", ())) == 3)
     if "accuracy" in values:
         line += f", accuracy {values['accuracy']:.4f}"
     return line

@@ -112,5 +112,10 @@ def mean_nll(model, loader: DataLoader, device: torch.device) -> tuple[float, in
 def nll_evaluation(model, loader: DataLoader, device: torch.device, is_image: bool) -> Evaluation:
     nll, count = mean_nll(model, loader, device)
     bpd = nll / (model.dim * math.log(2))
+    return Evaluation(nll, {"nll": nll, "bpd": bpd}, nll_line(nll, bpd, is_image), count)
+
+
+def nll_line(nll: float, bpd: float, is_image: bool) -> str:
+    """An evaluation's log line: the NLL, and bits/dim for images."""
     bits = f" ({bpd:.4f} bits/dim)" if is_image else ""
-    return Evaluation(nll, {"nll": nll, "bpd": bpd}, f"NLL {nll:.4f} nats{bits}", count)
+    return f"NLL {nll:.4f} nats{bits}"
