@@ -25,6 +25,7 @@ from zoo.conditioning import with_context
 from zoo.errors import RecipeError, ShapeError
 from zoo.flow import FactorOut
 from zoo.hookspecs import hookimpl
+from zoo.plugins import _few_outputs_conv as few_outputs
 
 # --- shared pieces -----------------------------------------------------------------------------
 
@@ -57,7 +58,8 @@ def _per_channel_view(shape: tuple[int, ...]) -> tuple[int, ...]:
 class ZeroInitOutput(nn.Module):
     """Zero-initialised last layer, output scaled by exp(3 logs): h = (W x + b) exp(3 logs).
 
-    A 3x3 convolution (padding 1) for images, a linear layer for vectors. Starting at zero makes
+    A 3x3 convolution (padding 1) for images, a linear layer for vectors; to few channels on the
+    CPU the convolution runs as matrix products (``_few_outputs_conv``). Starting at zero makes
     a coupling the identity and a learned prior N(0, 1) at initialisation; the learned
     ``logs`` (Glow's ``Conv2dZeros``, arXiv 1807.03039) lets the output scale grow fast.
     """
@@ -80,6 +82,8 @@ class ZeroInitOutput(nn.Module):
         scale = torch.exp(self.logscale_factor * self.logs)
         weight = self.layer.weight * scale.view((-1,) + (1,) * (self.layer.weight.dim() - 1))
         if isinstance(self.layer, nn.Conv2d):
+            if few_outputs.pays_off(x, weight):  # 64 -> 4 channels and the like, on the CPU
+                return few_outputs.few_outputs_conv3x3(x, weight, self.layer.bias * scale)
             return F.conv2d(x, weight, self.layer.bias * scale, padding=1)
         return F.linear(x, weight, self.layer.bias * scale)
 
@@ -263,6 +267,8 @@ class AffineCoupling(nn.Module):
         {"shape": (5,), "params": {"hidden": 8, "scale_fn": "sigmoid"}},
         {"shape": (2, 4, 4), "params": {"hidden": 4}},
         {"shape": (3, 2, 6), "params": {"hidden": 4, "scale_fn": "sigmoid"}},
+        # 9 x 4 outputs <= 36 wide: the last convolution takes the matrix-product form on the CPU
+        {"shape": (4, 3, 5), "params": {"hidden": 36}},
     ]
     params_schema = {
         "type": "object",
