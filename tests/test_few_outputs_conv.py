@@ -100,6 +100,18 @@ def test_pays_off_where_nine_outputs_per_tap_fit_the_input(in_channels, out_chan
     assert not few_outputs.pays_off(x.to("meta"), torch.zeros(out_channels, in_channels, 3, 3))
 
 
+def test_not_under_torch_compile():
+    """Traced, the shifted adds made a compiled Glow step slower than eager: compile gets F.conv2d."""
+    weight = torch.zeros(4, 64, 3, 3)
+
+    def branch(x):
+        return x + 1 if few_outputs.pays_off(x, weight) else x - 1
+
+    x = torch.zeros(1, 64, 3, 3)
+    assert branch(x).max() == 1  # eager: the product form
+    assert torch.compile(branch, backend="eager", fullgraph=True)(x).max() == -1
+
+
 def test_zero_init_output_uses_it_and_agrees_with_onednn(monkeypatch):
     layer = ZeroInitOutput(36, 4, image=True).double()
     generator = torch.Generator().manual_seed(2)

@@ -11,8 +11,8 @@ against 155 for a 64-wide product, one thread). Written as products it is cheap:
 
 and the backward pass is the adjoint shifts of the output gradient, then two products. The sums
 are the convolution's own, in another order: float64 agrees with ``F.conv2d`` to rounding. It
-pays only where 9 Cout is at most Cin (the planes are then no wider than the input) and on the
-CPU (cuDNN has no such gap); ``bench/coupling_net.py`` measures the three ways side by side.
+pays only where 9 Cout is at most Cin (the planes are then no wider than the input), on the
+CPU (cuDNN has no such gap) and eager; ``bench/coupling_net.py`` measures it beside oneDNN.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ TAPS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
 def pays_off(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the matrix-product form is the faster way for this input and 3x3 weight."""
+    """Whether the matrix-product form is the faster way for this input and 3x3 weight. Not
+    under ``torch.compile`` (``train.compile``): traced, the nine shifted adds made a compiled
+    Glow step 1.9x slower than eager (bench/glow_vs_normflows.py --compile)."""
     out_channels, in_channels = weight.shape[:2]
-    return x.device.type == "cpu" and x.dim() == 4 and 9 * out_channels <= in_channels
+    return (x.device.type == "cpu" and x.dim() == 4 and 9 * out_channels <= in_channels
+            and not torch.compiler.is_compiling())
 
 
 def _overlap(offset: int, size: int) -> tuple[slice, slice]:
