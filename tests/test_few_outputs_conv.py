@@ -112,6 +112,19 @@ def test_not_under_torch_compile():
     assert torch.compile(branch, backend="eager", fullgraph=True)(x).max() == -1
 
 
+def test_not_under_autocast():
+    """bf16 autocast (bench/gpu_check.py's CPU smoke run) casts F.conv2d's operands; the product
+    form would multiply a bf16 input by float32 weights, so autocast gets F.conv2d."""
+    layer = ZeroInitOutput(36, 4, image=True)
+    torch.nn.init.normal_(layer.layer.weight)
+    x = torch.randn(2, 36, 4, 4)
+    assert few_outputs.pays_off(x, layer.layer.weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not few_outputs.pays_off(x, layer.layer.weight)
+        y = layer(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+
+
 def test_zero_init_output_uses_it_and_agrees_with_onednn(monkeypatch):
     layer = ZeroInitOutput(36, 4, image=True).double()
     generator = torch.Generator().manual_seed(2)

@@ -26,10 +26,11 @@ TAPS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 def pays_off(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the matrix-product form is the faster way for this input and 3x3 weight. Not
     under ``torch.compile`` (``train.compile``): traced, the nine shifted adds made a compiled
-    Glow step 1.9x slower than eager (bench/glow_vs_normflows.py --compile)."""
+    Glow step 1.9x slower than eager (bench/glow_vs_normflows.py --compile). Not under autocast
+    either, whose casts ``F.conv2d`` gets and a custom Function's products would not."""
     out_channels, in_channels = weight.shape[:2]
     return (x.device.type == "cpu" and x.dim() == 4 and 9 * out_channels <= in_channels
-            and not torch.compiler.is_compiling())
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
 
 
 def _overlap(offset: int, size: int) -> tuple[slice, slice]:
