@@ -27,7 +27,6 @@ that it runs).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -42,17 +41,13 @@ import torch.nn.functional as F
 # The zoo of this checkout, not whichever one is installed (the script runs from bench/).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peers.py builds the model
+
+import peers  # noqa: E402
 from zoo.plugins._few_outputs_conv import add_shifted, few_outputs_conv3x3, shifted_copies  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "coupling_net.json"
-
-
-def peers_module():
-    spec = importlib.util.spec_from_file_location("bench_peers", HERE / "peers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def median_ms(times: list[float]) -> float:
@@ -248,7 +243,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    peers = peers_module()
     size = dict(peers.SMOKE if args.smoke else peers.FULL)
     reps = 2 if args.smoke else args.reps
     torch.manual_seed(0)

@@ -21,7 +21,6 @@ Run: ``python bench/glow_vs_normflows.py [--reps 20] [--threads 2] [--processes 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -35,16 +34,12 @@ import torch
 
 # The zoo of this checkout, not whichever one is installed (the script runs from bench/).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peers.py builds both models
+
+import peers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "glow_vs_normflows.json"
-
-
-def peers_module():
-    spec = importlib.util.spec_from_file_location("bench_peers", HERE / "peers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 MEASURES = ("step_ms", "log_prob_ms", "sample_ms")
@@ -58,7 +53,6 @@ def measure(args) -> dict:
         import zoo.plugins._few_outputs_conv as few_outputs
 
         few_outputs.pays_off = lambda x, weight: False
-    peers = peers_module()
     size = dict(peers.FULL)
     torch.manual_seed(0)
     data = peers.batches("Glow-small", size, 8)

@@ -3,24 +3,17 @@ F.conv2d in float64, the step breakdown is consistent, and the model is left as 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import torch
 
 import zoo.plugins._few_outputs_conv as few_outputs
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "bench" / "coupling_net.py"
-
+import bench_scripts
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_coupling_net", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("coupling_net")
 
 
 def test_smoke_run_writes_a_consistent_report(tmp_path, capsys):
@@ -58,7 +51,7 @@ def test_each_way_of_the_network_matches_nchw_at_the_full_width():
 
 def test_stand_in_keeps_the_step_connected_and_is_removed(tmp_path):
     bench = load_script()
-    peers = bench.peers_module()
+    peers = bench.peers
     size = dict(peers.SMOKE)
     torch.manual_seed(0)
     batch = peers.batches("Glow-small", size, 1)[0]

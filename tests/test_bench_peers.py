@@ -3,21 +3,18 @@ for every model, dashes (JSON nulls) for every peer, the table and the chart wri
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
 
+import bench_scripts
+
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "bench" / "peers.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("peers")
 
 
 def block_peers(tmp_path: Path) -> Path:
