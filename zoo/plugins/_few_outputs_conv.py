@@ -39,14 +39,19 @@ def _overlap(offset: int, size: int) -> tuple[slice, slice]:
     return slice(lo, hi), slice(lo + offset, hi + offset)
 
 
+def _tap_windows(height: int, width: int, sign: int):
+    """For each tap k: (k, target window, source window) with target[i, j] = source[i + sign dy_k,
+    j + sign dx_k], the windows as (..., rows, cols) indices of an (..., H, W) tensor."""
+    for k, (dy, dx) in enumerate(TAPS):
+        (rows, source_rows), (cols, source_cols) = _overlap(sign * dy, height), _overlap(sign * dx, width)
+        yield k, (..., rows, cols), (..., source_rows, source_cols)
+
+
 def add_shifted(out: torch.Tensor, planes: torch.Tensor, sign: int) -> torch.Tensor:
     """out[..., i, j] += sum_k planes[k][..., i + sign dy_k, j + sign dx_k] (zero outside), in place.
     ``planes`` is (9, ..., H, W) and ``out`` (..., H, W)."""
-    height, width = out.shape[-2:]
-    for k, (dy, dx) in enumerate(TAPS):
-        (rows, source_rows) = _overlap(sign * dy, height)
-        (cols, source_cols) = _overlap(sign * dx, width)
-        out[..., rows, cols] += planes[k][..., source_rows, source_cols]
+    for k, target, source in _tap_windows(*out.shape[-2:], sign):
+        out[target] += planes[k][source]
     return out
 
 
@@ -54,11 +59,8 @@ def shifted_copies(x: torch.Tensor, sign: int) -> torch.Tensor:
     """copies[k][..., i, j] = x[..., i + sign dy_k, j + sign dx_k] (zero outside): (..., H, W) to
     (9, ..., H, W). The adjoint of ``add_shifted`` with the opposite sign."""
     copies = x.new_zeros((len(TAPS),) + tuple(x.shape))
-    height, width = x.shape[-2:]
-    for k, (dy, dx) in enumerate(TAPS):
-        (rows, source_rows) = _overlap(sign * dy, height)
-        (cols, source_cols) = _overlap(sign * dx, width)
-        copies[k][..., rows, cols] = x[..., source_rows, source_cols]
+    for k, target, source in _tap_windows(*x.shape[-2:], sign):
+        copies[k][target] = x[source]
     return copies
 
 

@@ -81,11 +81,12 @@ class ZeroInitOutput(nn.Module):
         # pass over the output (the same values up to rounding).
         scale = torch.exp(self.logscale_factor * self.logs)
         weight = self.layer.weight * scale.view((-1,) + (1,) * (self.layer.weight.dim() - 1))
+        bias = self.layer.bias * scale
         if isinstance(self.layer, nn.Conv2d):
             if few_outputs.pays_off(x, weight):  # 64 -> 4 channels and the like, on the CPU
-                return few_outputs.few_outputs_conv3x3(x, weight, self.layer.bias * scale)
-            return F.conv2d(x, weight, self.layer.bias * scale, padding=1)
-        return F.linear(x, weight, self.layer.bias * scale)
+                return few_outputs.few_outputs_conv3x3(x, weight, bias)
+            return F.conv2d(x, weight, bias, padding=1)
+        return F.linear(x, weight, bias)
 
 
 class CouplingNet(nn.Sequential):
