@@ -12,8 +12,8 @@ zoo's model through ``torch.compile`` as ``train.compile: true`` does (zoo.preci
 the training forward; log_prob without gradients and sampling stay eager).
 
 Each measurement runs in ``--processes`` fresh processes (default 3: single processes on an idle
-machine have given normflows' step anywhere from 212 to 252 ms), and the table gives the median over processes with the
-range of the per-process ratios. Prints the table with the ratio zoo / normflows (the target is
+machine have given normflows' step anywhere from 212 to 252 ms), and the table gives the median
+over processes with the range of the per-process ratios. Prints the table with the ratio zoo / normflows (the target is
 <= 0.5) and writes ``bench/results/glow_vs_normflows.json``.
 Run: ``python bench/glow_vs_normflows.py [--reps 20] [--threads 2] [--processes 3] [--compile]``.
 """
@@ -32,14 +32,12 @@ from pathlib import Path
 
 import torch
 
-# The zoo of this checkout, not whichever one is installed (the script runs from bench/).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peers.py builds both models
-
-import peers  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "glow_vs_normflows.json"
+# The zoo of this checkout, not whichever one is installed; bench/peers.py builds both models.
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import peers  # noqa: E402
 
 
 MEASURES = ("step_ms", "log_prob_ms", "sample_ms")
