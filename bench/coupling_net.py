@@ -3,12 +3,12 @@
 Three measurements, one process, one thread by default (``--threads``):
 
 1. **The step, and what its coupling networks cost.** zoo's Glow-small (the model of
-   ``bench/glow_vs_normflows.py``), median training step, three variants interleaved: as zoo
-   runs it; with the networks' last convolution through oneDNN (``F.conv2d``) instead of zoo's
+   ``bench/glow_vs_normflows.py``), median training step as zoo runs it, interleaved in two
+   pairs: against the networks' last convolution through oneDNN (``F.conv2d``) instead of zoo's
    matrix-product form (``zoo/plugins/_few_outputs_conv.py``), which is that lever's gain; and
-   with every network replaced by a stand-in that returns its (zero) output at no cost. The
-   last is the rest of the step: actnorm, the 1x1 convolutions, the couplings' arithmetic, the
-   split prior and Adam.
+   against every network replaced by a stand-in that returns its (zero) output at no cost,
+   which leaves the rest of the step: actnorm, the 1x1 convolutions, the couplings'
+   arithmetic, the split prior and Adam.
 2. **One coupling network, four ways** (forward and backward, at the shapes the model feeds it,
    found by hooks): NCHW; channels-last through oneDNN; zoo's (channels-last, the last 3x3
    convolution as one product to 9 Cout planes and nine shifted adds where 9 Cout <= width);
@@ -30,28 +30,24 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-# The zoo of this checkout, not whichever one is installed (the script runs from bench/).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peers.py builds the model
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "coupling_net.json"
+# The zoo of this checkout, not whichever one is installed; bench/peers.py builds the model.
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import peers  # noqa: E402
 from zoo.plugins._few_outputs_conv import add_shifted, few_outputs_conv3x3, shifted_copies  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "coupling_net.json"
 
-
-def median_ms(times: list[float]) -> float:
-    return round(statistics.median(times) * 1e3, 3)
+def medians(timings: dict) -> dict[str, float]:
+    """{name: median ms} of a ``peers.interleaved`` result."""
+    return {name: round(timing["median"], 3) for name, timing in timings.items()}
 
 
 # --- a 3x3 convolution from few channels as a product (measured, not used by zoo) ----------------
@@ -133,15 +129,9 @@ def time_network(batch, shape, width, cout, reps) -> dict[str, float]:
     x.requires_grad_()
     weights = network_weights(shape[0], width, cout, torch.float32, generator)
     upstream = torch.randn(batch, cout, *shape[1:], generator=generator)
-    times = {way: [] for way in WAYS}
-    for rep in range(reps + 2):
-        turn = rep % len(WAYS)  # each way takes each place in the order in turn
-        for way in WAYS[turn:] + WAYS[:turn]:
-            started = time.perf_counter()
-            run_network(way, x, weights).backward(upstream)
-            if rep >= 2:  # two warm-up rounds
-                times[way].append(time.perf_counter() - started)
-    return {way: median_ms(t) for way, t in times.items()}
+    # peers.interleaved: the ways take turns in an order that rotates every repetition
+    return medians(peers.interleaved({way: way for way in WAYS},
+                                     lambda way, i: run_network(way, x, weights).backward(upstream), reps, 2))
 
 
 # --- the step, with and without its coupling networks ------------------------------------------
@@ -177,35 +167,37 @@ def stand_in(net):
     return forward
 
 
-STEP_VARIANTS = ("zoo", "last convolution by oneDNN", "without networks")
-
-
 def step_breakdown(side, batch, reps) -> dict[str, float]:
+    """Two interleaved pairs: zoo against its last convolutions by oneDNN, and zoo against the
+    networks' stand-ins. Pairs, not one rotation of three: in a rotation each variant always
+    follows the same one, and the step right after the stand-ins' was up to 10% off."""
     import zoo.plugins._few_outputs_conv as few_outputs
 
     nets, pays_off = coupling_networks(side.module), few_outputs.pays_off
-    times = {variant: [] for variant in STEP_VARIANTS}
+
+    def step_as(variant, i):
+        # Switching is 16 attribute writes, microseconds inside a step of 150 ms.
+        few_outputs.pays_off = pays_off if variant == "zoo" else (lambda x, weight: False)
+        for net in nets:
+            if variant == "without networks":
+                net.forward = stand_in(net)
+            else:
+                net.__dict__.pop("forward", None)  # the class's forward again
+        side.step(batch)
+
+    def pair(*variants):
+        return medians(peers.interleaved({variant: variant for variant in variants}, step_as, reps, 2))
+
     try:
-        for rep in range(reps + 2):
-            turn = rep % len(STEP_VARIANTS)  # each variant takes each place in the order in turn
-            for variant in STEP_VARIANTS[turn:] + STEP_VARIANTS[:turn]:
-                few_outputs.pays_off = pays_off if variant == "zoo" else (lambda x, weight: False)
-                for net in nets:
-                    if variant == "without networks":
-                        net.forward = stand_in(net)
-                    else:
-                        net.__dict__.pop("forward", None)  # the class's forward again
-                started = time.perf_counter()
-                side.step(batch)
-                if rep >= 2:  # two warm-up rounds
-                    times[variant].append(time.perf_counter() - started)
+        lever, networks = pair("zoo", "last convolution by oneDNN"), pair("zoo", "without networks")
     finally:
         few_outputs.pays_off = pays_off
         for net in nets:
             net.__dict__.pop("forward", None)
-    full, onednn, rest = (median_ms(times[variant]) for variant in STEP_VARIANTS)
-    return {"step_ms": full, "last_conv_onednn_ms": onednn, "without_networks_ms": rest,
-            "networks_ms": round(full - rest, 3), "networks_share": round((full - rest) / full, 3)}
+    cost = networks["zoo"] - networks["without networks"]
+    return {"step_ms": networks["zoo"], "without_networks_ms": networks["without networks"],
+            "networks_ms": round(cost, 3), "networks_share": round(cost / networks["zoo"], 3),
+            "step_beside_onednn_ms": lever["zoo"], "last_conv_onednn_ms": lever["last convolution by oneDNN"]}
 
 
 # --- the matmul bound ---------------------------------------------------------------------------
@@ -223,13 +215,8 @@ def network_flops(batch, shape, width, cout) -> int:
 def matmul_rate(rows, width, reps) -> float:
     """GFLOP/s of a (rows x width) @ (width x width) product, the model's largest."""
     a, b = torch.randn(rows, width), torch.randn(width, width)
-    times = []
-    for rep in range(reps + 2):
-        started = time.perf_counter()
-        a @ b
-        if rep >= 2:
-            times.append(time.perf_counter() - started)
-    return 2 * rows * width * width / statistics.median(times) / 1e9
+    ms = peers.interleaved({"matmul": None}, lambda _, i: a @ b, reps, 2)["matmul"]["median"]
+    return 2 * rows * width * width / ms / 1e6
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -251,11 +238,14 @@ def main(argv=None) -> int:
 
     breakdown = step_breakdown(side, batch, reps)
     print(f"\nzoo Glow-small, batch {len(batch)}, {args.threads} thread(s), median of {reps} (ms)\n")
-    print("| step | with the last convolution by oneDNN | without the coupling networks | the networks | their share |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| {breakdown['step_ms']:.1f} | {breakdown['last_conv_onednn_ms']:.1f} | "
-          f"{breakdown['without_networks_ms']:.1f} | {breakdown['networks_ms']:.1f} | "
-          f"{breakdown['networks_share']:.0%} |")
+    print("| pair | zoo's step | the other | difference |")
+    print("| --- | --- | --- | --- |")
+    print(f"| last convolutions by oneDNN | {breakdown['step_beside_onednn_ms']:.1f} | "
+          f"{breakdown['last_conv_onednn_ms']:.1f} | "
+          f"{breakdown['last_conv_onednn_ms'] - breakdown['step_beside_onednn_ms']:+.1f} |")
+    print(f"| without the coupling networks | {breakdown['step_ms']:.1f} | "
+          f"{breakdown['without_networks_ms']:.1f} | {breakdown['networks_ms']:.1f} "
+          f"({breakdown['networks_share']:.0%} of the step: the networks) |")
 
     every = network_shapes(side.module, batch)
     distinct = sorted(set(every), key=lambda s: -s[0][1])  # the largest image first
